@@ -1,0 +1,3 @@
+from flavourflow.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Definitions shared by every stage: flavours, units, errors, atomic outputs, splits."""
