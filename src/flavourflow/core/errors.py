@@ -11,4 +11,5 @@ class FlavourflowError(Exception):
         if field is not None:
             parts.append(f"field '{field}'")
         prefix = ": ".join(parts)
+        message = " ".join(str(message).split())  # always one line
         super().__init__(f"{prefix}: {message}" if prefix else message)

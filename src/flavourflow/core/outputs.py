@@ -16,7 +16,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    tmp = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
     try:
         yield tmp
         os.replace(tmp, target)

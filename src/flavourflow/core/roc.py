@@ -1,0 +1,56 @@
+"""Efficiencies, rejections and ROC curves of a discriminant (shared by inspect and evaluate)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def b_discriminant(p_b: np.ndarray, p_c: np.ndarray, p_u: np.ndarray, f_c: float) -> np.ndarray:
+    """D_b = ln(p_b / (f_c p_c + (1 - f_c) p_u)), the DL1 b-tagging discriminant."""
+    with np.errstate(divide="ignore"):
+        return np.log(p_b) - np.log(f_c * p_c + (1.0 - f_c) * p_u)
+
+
+def cut_for_efficiency(signal: np.ndarray, efficiency: float) -> float:
+    """The cut on the discriminant that keeps the fraction ``efficiency`` of ``signal``."""
+    return float(np.quantile(signal, 1.0 - efficiency, method="inverted_cdf"))
+
+
+def rejection(background: np.ndarray, cut: float) -> tuple[float | None, float | None]:
+    """1/efficiency of ``background`` above ``cut`` and its binomial uncertainty;
+    (None, None) when no background jet passes (the rejection is then only bounded below)."""
+    n = len(background)
+    n_pass = int(np.count_nonzero(background > cut))
+    if n == 0 or n_pass == 0:
+        return None, None
+    eff = n_pass / n
+    return 1.0 / eff, float(np.sqrt(eff * (1.0 - eff) / n) / eff**2)
+
+
+def auc(signal: np.ndarray, background: np.ndarray) -> float:
+    """Area under the ROC curve: the probability that a signal jet scores above a background
+    jet (ties count one half), from the rank-sum statistic."""
+    values = np.concatenate([signal, background])
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    # average the ranks of tied values
+    sorted_values = values[order]
+    _, first, counts = np.unique(sorted_values, return_index=True, return_counts=True)
+    mean_rank = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(mean_rank, counts)
+    n_s, n_b = len(signal), len(background)
+    return float((ranks[:n_s].sum() - n_s * (n_s + 1) / 2.0) / (n_s * n_b))
+
+
+def roc_curve(signal: np.ndarray, background: np.ndarray,
+              efficiencies: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Background rejection at each signal efficiency (NaN where no background passes)."""
+    out = np.full(len(efficiencies), np.nan)
+    for i, eff in enumerate(efficiencies):
+        rej, _ = rejection(background, cut_for_efficiency(signal, eff))
+        if rej is not None:
+            out[i] = rej
+    return out

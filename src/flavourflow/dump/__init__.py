@@ -1,0 +1,1 @@
+"""dump: ROOT ntuples -> HDF5 in the training-dataset-dumper layout (`jets`, `tracks`)."""

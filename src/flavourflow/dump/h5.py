@@ -1,0 +1,60 @@
+"""Appending writer for the TDD layout: 1-D compound `jets`, 2-D compound `tracks`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from flavourflow import __version__
+
+#: Elements per HDF5 chunk; a `tracks` chunk always holds whole jets.
+CHUNK_ELEMENTS = 4096
+COMPRESSIONS = ("lzf", "gzip", "none")
+
+
+class TDDWriter:
+    """Create `jets` (and optionally `tracks`) as resizable, chunked, compressed datasets and
+    append blocks to them."""
+
+    def __init__(self, path: Path, compression: str = "lzf") -> None:
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+        self.file = h5py.File(path, "w")
+        self.compression = None if compression == "none" else compression
+        self.n = 0
+
+    def _dataset(self, name: str, block: np.ndarray) -> h5py.Dataset:
+        if name in self.file:
+            return self.file[name]
+        return self.file.create_dataset(
+            name,
+            shape=(0, *block.shape[1:]),
+            maxshape=(None, *block.shape[1:]),
+            dtype=block.dtype,
+            chunks=(max(1, CHUNK_ELEMENTS // int(np.prod(block.shape[1:]))), *block.shape[1:]),
+            compression=self.compression,
+            shuffle=self.compression is not None,
+        )
+
+    def append(self, jets: np.ndarray, tracks: np.ndarray | None = None) -> None:
+        """Append a block of jets (and their tracks, same number of rows)."""
+        blocks = {"jets": jets} if tracks is None else {"jets": jets, "tracks": tracks}
+        for name, block in blocks.items():
+            ds = self._dataset(name, block)
+            ds.resize(self.n + len(block), axis=0)
+            ds[self.n :] = block
+        self.n += len(jets)
+
+    def attrs(self, **attrs: Any) -> None:
+        """Provenance attributes on the file root; non-scalars are stored as JSON text."""
+        self.file.attrs["flavourflow_version"] = __version__
+        for key, value in attrs.items():
+            is_scalar = isinstance(value, (str, int, float))
+            self.file.attrs[key] = value if is_scalar else json.dumps(value)
+
+    def close(self) -> None:
+        self.file.close()

@@ -1,0 +1,1 @@
+"""evaluate: score the test jets with the exported network; ROC, rejections, plots."""

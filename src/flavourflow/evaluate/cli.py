@@ -1,0 +1,26 @@
+"""`flavourflow evaluate`: argument parsing for the evaluate stage."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help="ROC, rejections and plots of an exported network")
+    p.add_argument("--network", type=Path, required=True, help="lwtnn network.json")
+    p.add_argument("--variables", type=Path, required=True, help="variables.json")
+    p.add_argument("--sample", type=Path, required=True, help="merged dump h5 to evaluate on")
+    p.add_argument("--history", type=Path, required=True, help="history.csv of the training")
+    p.add_argument("--outdir", type=Path, required=True)
+    p.add_argument("--fc", type=float, default=0.018, help="charm fraction f_c in D_b")
+    p.add_argument("--working-points", type=float, nargs="+", default=[0.6, 0.7, 0.77, 0.85])
+    p.add_argument("--title", default="")
+
+
+def main(args: argparse.Namespace) -> int:
+    from flavourflow.evaluate import core
+
+    core.run(args.network, args.variables, args.sample, args.history, args.outdir, args.fc,
+             args.working_points, args.title)
+    return 0

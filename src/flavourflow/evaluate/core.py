@@ -1,0 +1,179 @@
+"""The evaluate stage: the deployed (lwtnn) network on the test split of a sample.
+
+Scores come from the exported `network.json` through our numpy lwtnn evaluator, i.e. from
+what Athena would run, not from Keras; the export stage has already proven the two agree.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from flavourflow.core import roc
+from flavourflow.core import split as splitting
+from flavourflow.core.errors import FlavourflowError
+from flavourflow.core.flavours import BOTTOM, CHARM, CLASSES, LABEL_FIELD, LIGHT
+from flavourflow.core.outputs import atomic_path, write_json
+from flavourflow.core.plots import figure, save
+from flavourflow.export.evaluator import LightweightGraph
+
+log = logging.getLogger(__name__)
+
+#: Baseline discriminants evaluated next to the network.
+BASELINES = ("ip2d_llr", "sv_sig")
+#: Jet fields copied from the dump into scores.h5 (with their types), next to the scores.
+COPIED_FIELDS = {"pt": "f4", "eta": "f4", "eventNumber": "i8", "jetIndex": "i4",
+                 LABEL_FIELD: "i4", **dict.fromkeys(BASELINES, "f4")}
+
+
+def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: float,
+          block_size: int = 100_000) -> int:
+    """Write per-jet scores of the test split of ``sample`` to ``scores_out``; return count."""
+    graph = LightweightGraph.from_file(network)
+    node = variables["inputs"][0]
+    names = [v["name"] for v in node["variables"]]
+    labels = variables["outputs"][0]["labels"]
+    fields = list(COPIED_FIELDS)
+    dtype = np.dtype([*COPIED_FIELDS.items(), *((p, "f4") for p in labels), ("D_b", "f4")])
+    fractions, seed = variables["split"]["fractions"], variables["split"]["seed"]
+    n = 0
+    with h5py.File(sample, "r") as src, atomic_path(scores_out) as tmp, \
+            h5py.File(tmp, "w") as out:
+        jets = src["jets"]
+        for name in {*names, *fields}:
+            if name not in jets.dtype.names:
+                raise FlavourflowError("missing jet variable", path=sample, field=name)
+        ds = out.create_dataset("jets", shape=(0,), maxshape=(None,), dtype=dtype,
+                                chunks=(4096,), compression="lzf")
+        for start in range(0, len(jets), block_size):
+            block = jets[start : start + block_size]
+            block = block[splitting.mask(block["eventNumber"], "test", fractions, seed)]
+            x = np.stack([block[v].astype(np.float64) for v in names], axis=1)
+            probs = graph.compute({node["name"]: x}, replace_nan=True)
+            rows = np.zeros(len(block), dtype=dtype)
+            for f in fields:
+                rows[f] = block[f]
+            for i, p in enumerate(labels):
+                rows[p] = probs[:, i]
+            rows["D_b"] = roc.b_discriminant(rows["pb"], rows["pc"], rows["pu"], f_c)
+            ds.resize(n + len(rows), axis=0)
+            ds[n:] = rows
+            n += len(rows)
+        out.attrs["f_c"] = f_c
+        out.attrs["network"] = str(network)
+    if n == 0:
+        raise FlavourflowError("no test jets", path=sample, field="eventNumber")
+    return n
+
+
+def _by_flavour(jets: np.ndarray, column: str) -> dict[str, np.ndarray]:
+    return {f.name: jets[column][jets[LABEL_FIELD] == f.label] for f in CLASSES}
+
+
+def metrics(scores: Path, working_points: Sequence[float]) -> dict:
+    """Rejections at the working points and AUCs, for the network and the baselines."""
+    with h5py.File(scores, "r") as f:
+        jets = f["jets"][...]  # a few columns per test jet; not the dataset
+    out: dict = {"n_jets": {fl.name: int(np.count_nonzero(jets[LABEL_FIELD] == fl.label))
+                            for fl in CLASSES}, "taggers": {}}
+    for tagger in ("D_b", *BASELINES):
+        flav = _by_flavour(jets, tagger)
+        if len(flav[BOTTOM.name]) == 0:
+            raise FlavourflowError("no b jets in the test split", path=scores, field=LABEL_FIELD)
+        entry: dict = {"auc_b_vs_light": roc.auc(flav["bottom"], flav["light"]),
+                       "auc_b_vs_charm": roc.auc(flav["bottom"], flav["charm"]),
+                       "working_points": {}}
+        for wp in working_points:
+            cut = roc.cut_for_efficiency(flav["bottom"], wp)
+            light, light_err = roc.rejection(flav["light"], cut)
+            charm, charm_err = roc.rejection(flav["charm"], cut)
+            entry["working_points"][f"{round(wp * 100)}"] = {
+                "b_efficiency": wp, "cut": cut,
+                "light_rejection": light, "light_rejection_err": light_err,
+                "c_rejection": charm, "c_rejection_err": charm_err,
+            }
+        out["taggers"]["network" if tagger == "D_b" else tagger] = entry
+    return out
+
+
+def plot_roc(scores: Path, stem: Path, title: str) -> None:
+    """Light and c rejection vs b efficiency, network against baselines."""
+    with h5py.File(scores, "r") as f:
+        jets = f["jets"][...]
+    effs = np.linspace(0.5, 0.99, 50)
+    fig, axes = figure(1, 2, figsize=(11, 4.5))
+    for tagger, style in (("D_b", "-"), ("ip2d_llr", "--"), ("sv_sig", ":")):
+        flav = _by_flavour(jets, tagger)
+        label = "network" if tagger == "D_b" else tagger
+        for ax, bkg in zip(axes, (LIGHT, CHARM), strict=True):
+            ax.plot(effs, roc.roc_curve(flav["bottom"], flav[bkg.name], effs), style,
+                    label=label)
+    for ax, bkg in zip(axes, (LIGHT, CHARM), strict=True):
+        ax.set_yscale("log")
+        ax.set_xlabel("b-jet efficiency")
+        ax.set_ylabel(f"{bkg.name}-jet rejection")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    save(fig, stem)
+
+
+def plot_discriminant(scores: Path, stem: Path, title: str) -> None:
+    """D_b per flavour, normalised."""
+    with h5py.File(scores, "r") as f:
+        jets = f["jets"][...]
+    fig, ax = figure(figsize=(6, 4.5))
+    finite = jets["D_b"][np.isfinite(jets["D_b"])]
+    bins = np.linspace(*np.percentile(finite, [0.1, 99.9]), 50)
+    for flav in CLASSES:
+        values = jets["D_b"][jets[LABEL_FIELD] == flav.label]
+        ax.hist(values, bins=bins, density=True, histtype="step", color=flav.colour,
+                label=f"{flav.name} ({len(values)})")
+    ax.set_xlabel("$D_b$")
+    ax.set_ylabel("normalised")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title(title)
+    save(fig, stem)
+
+
+def plot_history(history: Path, stem: Path, title: str) -> None:
+    """Training and validation loss and accuracy per epoch."""
+    with open(history, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    if not rows:
+        raise FlavourflowError("no epochs recorded", path=history, field="epoch")
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, axes = figure(1, 2, figsize=(11, 4.5))
+    for ax, key in zip(axes, ("loss", "sparse_categorical_accuracy"), strict=True):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            if prefix + key in rows[0]:
+                ax.plot(epochs, [float(r[prefix + key]) for r in rows], style,
+                        label=(prefix or "train_") + key)
+        ax.set_xlabel("epoch")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    save(fig, stem)
+
+
+def run(network: Path, variables_path: Path, sample: Path, history: Path, outdir: Path,
+        f_c: float, working_points: Sequence[float], title: str) -> dict:
+    """Score, measure and plot; outputs under ``outdir``."""
+    variables = json.loads(variables_path.read_text())
+    scores = outdir / "scores.h5"
+    n = score(network, variables, sample, scores, f_c)
+    result = metrics(scores, working_points)
+    result["f_c"] = f_c
+    plot_roc(scores, outdir / "roc", title)
+    plot_discriminant(scores, outdir / "discriminant", title)
+    plot_history(history, outdir / "training", title)
+    write_json(outdir / "metrics.json", result)
+    log.info("evaluated %d test jets of %s", n, sample)
+    return result

@@ -1,0 +1,1 @@
+"""inspect: look at the inputs before training: per-flavour histograms and baseline ROCs."""

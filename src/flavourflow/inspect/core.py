@@ -1,0 +1,139 @@
+"""The inspect stage: per-flavour normalised histograms of every jet and track input, and
+b-efficiency vs light / c rejection of each baseline, on the whole merged sample.
+
+Histograms are filled block by block (binning fixed from the first block), so memory stays
+bounded; the baseline ROCs need only one column per baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from flavourflow.core import roc
+from flavourflow.core.errors import FlavourflowError
+from flavourflow.core.flavours import ALL_FLAVOURS, BOTTOM, CHARM, LABEL_FIELD, LIGHT
+from flavourflow.core.outputs import write_json
+from flavourflow.core.plots import figure, save
+
+log = logging.getLogger(__name__)
+
+#: Jet fields that are bookkeeping or truth, not inputs: not histogrammed.
+NOT_INPUTS = {"eventNumber", "jetIndex", "mcEventWeight", LABEL_FIELD,
+              "HadronConeExclTruthLabelPt", "HadronConeExclTruthLabelLxy"}
+BASELINES = ("ip2d_llr", "sv_sig")
+
+
+class FlavourHistograms:
+    """Per-flavour histograms of several variables, binned from the first block seen."""
+
+    def __init__(self, names: Sequence[str], n_bins: int) -> None:
+        self.names, self.n_bins = list(names), n_bins
+        self.edges: dict[str, np.ndarray] = {}
+        self.counts = {n: {f.name: np.zeros(n_bins) for f in ALL_FLAVOURS} for n in names}
+
+    def fill(self, values: dict[str, np.ndarray], labels: np.ndarray) -> None:
+        for name in self.names:
+            x = values[name].astype(np.float64)
+            if name not in self.edges:
+                finite = x[np.isfinite(x)]
+                lo, hi = np.percentile(finite, [0.5, 99.5]) if len(finite) else (0.0, 1.0)
+                hi = hi if hi > lo else lo + 1.0
+                self.edges[name] = np.linspace(lo, hi, self.n_bins + 1)
+            for flav in ALL_FLAVOURS:
+                sel = x[labels == flav.label]
+                clipped = np.clip(sel[np.isfinite(sel)], self.edges[name][0],
+                                  self.edges[name][-1])
+                self.counts[name][flav.name] += np.histogram(clipped, self.edges[name])[0]
+
+    def plot(self, stem: Path, title: str) -> None:
+        n = len(self.names)
+        cols = min(4, n)
+        rows = math.ceil(n / cols)
+        fig, axes = figure(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+        for ax, name in zip(axes.flat, self.names, strict=False):
+            for flav in ALL_FLAVOURS:
+                h = self.counts[name][flav.name]
+                if h.sum() > 0:
+                    ax.stairs(h / h.sum(), self.edges[name], color=flav.colour, label=flav.name)
+            ax.set_xlabel(name)
+            ax.set_yscale("log")
+        for ax in list(axes.flat)[n:]:
+            ax.set_visible(False)
+        axes.flat[0].legend(fontsize="small")
+        fig.suptitle(title)
+        fig.tight_layout()
+        save(fig, stem)
+
+
+def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float],
+        title: str, block_size: int = 100_000) -> dict:
+    """Histogram every input of ``sample``; baseline ROCs; summary.json."""
+    with h5py.File(sample, "r") as f:
+        for name in ("jets", "tracks"):
+            if name not in f:
+                raise FlavourflowError("missing dataset", path=sample, field=name)
+        jets, tracks = f["jets"], f["tracks"]
+        jet_vars = [n for n in jets.dtype.names if n not in NOT_INPUTS]
+        track_vars = [n for n in tracks.dtype.names if n != "valid"]
+        jet_hists = FlavourHistograms(jet_vars, n_bins)
+        track_hists = FlavourHistograms(track_vars, n_bins)
+        n_displaced_light = 0
+        for start in range(0, len(jets), block_size):
+            j = jets[start : start + block_size]
+            t = tracks[start : start + block_size]
+            jet_hists.fill({n: j[n] for n in jet_vars}, j[LABEL_FIELD])
+            valid = t["valid"]
+            track_labels = np.broadcast_to(j[LABEL_FIELD][:, None], valid.shape)[valid]
+            track_hists.fill({n: t[n][valid] for n in track_vars}, track_labels)
+            sig = np.where(valid, np.abs(t["IP3D_signed_d0_significance"]), 0.0)
+            n_displaced_light += int(np.count_nonzero(
+                ((sig > 3).sum(axis=1) >= 2) & (j[LABEL_FIELD] == LIGHT.label)))
+        columns = jets.fields([LABEL_FIELD, *BASELINES])[...]
+
+    labels = columns[LABEL_FIELD]
+    counts = {f.name: int(np.count_nonzero(labels == f.label)) for f in ALL_FLAVOURS}
+    if counts[BOTTOM.name] == 0 or counts[LIGHT.name] == 0:
+        raise FlavourflowError(f"need b and light jets for baseline ROCs, have {counts}",
+                               path=sample, field=LABEL_FIELD)
+    jet_hists.plot(outdir / "jet_inputs", f"{title}: jet inputs")
+    track_hists.plot(outdir / "track_inputs", f"{title}: track inputs (valid tracks)")
+
+    effs = np.linspace(0.5, 0.99, 50)
+    fig, axes = figure(1, 2, figsize=(11, 4.5))
+    baselines = {}
+    for name in BASELINES:
+        by_flav = {f.name: columns[name][labels == f.label] for f in (LIGHT, CHARM, BOTTOM)}
+        for ax, bkg in zip(axes, (LIGHT, CHARM), strict=True):
+            ax.plot(effs, roc.roc_curve(by_flav["bottom"], by_flav[bkg.name], effs), label=name)
+        baselines[name] = {}
+        for wp in working_points:
+            cut = roc.cut_for_efficiency(by_flav["bottom"], wp)
+            baselines[name][f"{round(wp * 100)}"] = {
+                "light_rejection": roc.rejection(by_flav["light"], cut)[0],
+                "c_rejection": roc.rejection(by_flav["charm"], cut)[0],
+            }
+    for ax, bkg in zip(axes, (LIGHT, CHARM), strict=True):
+        ax.set_yscale("log")
+        ax.set_xlabel("b-jet efficiency")
+        ax.set_ylabel(f"{bkg.name}-jet rejection")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{title}: baseline taggers")
+    save(fig, outdir / "baselines_roc")
+
+    n_all = sum(counts.values())
+    summary = {
+        "n_jets": counts,
+        "fractions": {k: v / n_all for k, v in counts.items()},
+        "baselines": baselines,
+        "light_with_2_tracks_abs_sd0_gt_3": n_displaced_light / counts[LIGHT.name],
+    }
+    write_json(outdir / "summary.json", summary)
+    log.info("inspected %d jets of %s: %s", n_all, sample, counts)
+    return summary

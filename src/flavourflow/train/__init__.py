@@ -1,0 +1,1 @@
+"""train: Keras 3 networks trained from the preprocess memmaps."""

@@ -1,0 +1,135 @@
+"""The dump stage on real ROOT files written by uproot: layout, selection, ordering, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import uproot
+from factories import write_ntuple
+
+from flavourflow.core.flavours import LABEL_FIELD
+from flavourflow.dump import core, ntuple
+
+
+def run_cli(*args: str, block_tensorflow: bool = False) -> subprocess.CompletedProcess:
+    """Run `flavourflow` in a fresh interpreter (optionally with TensorFlow unimportable)."""
+    prelude = "import sys\n"
+    if block_tensorflow:
+        prelude += "for m in ('tensorflow', 'keras'): sys.modules[m] = None\n"
+    code = prelude + "from flavourflow.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          check=False)
+
+
+def test_layout_matches_tdd(dumped: Path, ntuple: Path) -> None:
+    with h5py.File(dumped, "r") as f:
+        jets, tracks = f["jets"], f["tracks"]
+        assert jets.ndim == 1 and jets.dtype.names is not None
+        assert tracks.ndim == 2 and tracks.shape == (len(jets), 10)
+        assert tracks.dtype["valid"] == np.bool_
+        assert jets.chunks is not None and jets.compression == "lzf"
+        assert f.attrs["schema"] == "flavourflow"
+        assert str(ntuple) in f.attrs["source_files"]
+        j, t = jets[...], tracks[...]
+    assert np.all(j["pt"] > 20_000) and np.all(np.abs(j["eta"]) < 2.5)
+    assert set(np.unique(j[LABEL_FIELD])) <= {0, 4, 5, 15}
+    # valid tracks first, padded rows NaN / -1, sorted by descending |S_d0|
+    n_valid = t["valid"].sum(axis=1)
+    assert np.array_equal(n_valid, np.minimum(j["n_tracks"], 10))
+    assert np.all(np.isnan(t["d0"][~t["valid"]])) and np.all(t["charge"][~t["valid"]] == -1)
+    sig = np.where(t["valid"], np.abs(t["IP3D_signed_d0_significance"]), -1.0)
+    assert np.all(np.diff(sig, axis=1) <= 0)
+
+
+def test_jets_and_tracks_agree_with_the_ntuple(dumped: Path, ntuple: Path) -> None:
+    events = uproot.open(ntuple)["events"].arrays(library="ak")
+    with h5py.File(dumped, "r") as f:
+        jets, tracks = f["jets"][...], f["tracks"][...]
+    for row in (0, len(jets) // 2, len(jets) - 1):
+        event = int(np.flatnonzero(events["eventNumber"] == jets["eventNumber"][row])[0])
+        index = jets["jetIndex"][row]
+        assert events["jet_pt"][event][index] == jets["pt"][row]
+        source_d0 = np.sort(np.asarray(events["jet_trk_d0"][event][index]))
+        dumped_d0 = tracks["d0"][row][tracks["valid"][row]]
+        assert np.allclose(np.sort(dumped_d0), source_d0[np.isin(source_d0, dumped_d0)])
+
+
+def test_lifetime_sign_and_baselines_separate_b_from_light(dumped: Path) -> None:
+    with h5py.File(dumped, "r") as f:
+        jets, tracks = f["jets"][...], f["tracks"][...]
+    b, light = jets[LABEL_FIELD] == 5, jets[LABEL_FIELD] == 0
+    sd0 = tracks["IP3D_signed_d0_significance"]
+    assert np.nanmean(sd0[b]) > 1.0 > abs(np.nanmean(sd0[light]))
+    for baseline in ("ip2d_llr", "sv_sig"):
+        assert np.median(jets[baseline][b]) > np.median(jets[baseline][light])
+
+
+def test_streaming_block_size_does_not_change_output(tmp_path: Path, ntuple: Path) -> None:
+    selection = ntuple_selection()
+    core.run(ntuple, tmp_path / "a.h5", selection, 10, step_size=7)
+    core.run(ntuple, tmp_path / "b.h5", selection, 10, step_size=10_000)
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        for name in ("jets", "tracks"):
+            assert a[name][...].tobytes() == b[name][...].tobytes()
+
+
+def ntuple_selection() -> ntuple.Selection:
+    return ntuple.Selection(pt_min=20_000.0, abs_eta_max=2.5)
+
+
+def test_cli_runs_without_tensorflow(tmp_path: Path, ntuple: Path) -> None:
+    out = tmp_path / "out.h5"
+    result = run_cli("dump", "--input", str(ntuple), "--output", str(out),
+                     block_tensorflow=True)
+    assert result.returncode == 0, result.stderr
+    with h5py.File(out) as f:
+        assert len(f["jets"]) > 0
+
+
+def _truncated(tmp_path: Path, ntuple: Path) -> Path:
+    data = ntuple.read_bytes()
+    bad = tmp_path / "truncated.root"
+    bad.write_bytes(data[: len(data) // 2])
+    return bad
+
+
+def _not_root(tmp_path: Path, ntuple: Path) -> Path:
+    bad = tmp_path / "text.root"
+    bad.write_text("this is not a ROOT file\n")
+    return bad
+
+
+def _missing_branch(tmp_path: Path, ntuple: Path) -> Path:
+    return write_ntuple(tmp_path / "nod0.root", 50, drop=("jet_trk_d0",))
+
+
+def _zero_events(tmp_path: Path, ntuple: Path) -> Path:
+    return write_ntuple(tmp_path / "empty.root", 0)
+
+
+@pytest.mark.parametrize(
+    ("make_bad", "extra_args", "expected"),
+    [
+        (_truncated, (), "not a readable ROOT file"),
+        (_not_root, (), "not a readable ROOT file"),
+        (_missing_branch, (), "field 'jet_trk_d0': missing branch"),
+        (_zero_events, (), "field 'events': tree has zero events"),
+        (lambda tmp, nt: nt, ("--pt-min", "1e12"), "field 'jet_pt': no jet passes"),
+    ],
+    ids=["truncated", "not-root", "missing-branch", "zero-events", "no-jet-selected"],
+)
+def test_bad_input_one_line_error_no_output(tmp_path, ntuple, make_bad, extra_args, expected):
+    bad = make_bad(tmp_path, ntuple)
+    out = tmp_path / "out" / "bad.h5"
+    result = run_cli("dump", "--input", str(bad), "--output", str(out), *extra_args)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(bad) in lines[0] and expected in lines[0]
+    assert not out.exists()
+    assert not any(out.parent.glob("*")) if out.parent.exists() else True

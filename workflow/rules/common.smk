@@ -1,0 +1,108 @@
+# Configuration, wildcards and input functions shared by all rules.
+
+import json
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
+
+REPO = Path(workflow.basedir).parent
+SRC = REPO / "src"
+# Jobs run the flavourflow code of this checkout, whatever is installed, so that the code a
+# rule depends on (see `code`) is the code that runs.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
+# The interpreter running Snakemake, unless jobs run in their own conda environments.
+PYTHON = "python" if workflow.deployment_settings.use_conda else sys.executable
+FLAVOURFLOW = f"{PYTHON} -m flavourflow"
+
+SAMPLES = config["samples"]
+MODELS = config["models"]
+
+
+def _check_references():
+    """Cross-references the schema can't express, named like the schema names keys."""
+    for model, entry in MODELS.items():
+        if entry["sample"] not in SAMPLES:
+            raise ValueError(f"config: models.{model}.sample: no sample '{entry['sample']}'")
+    for sample in config["evaluate"]["samples"]:
+        if sample not in SAMPLES:
+            raise ValueError(f"config: evaluate.samples: no sample '{sample}'")
+    total = sum(config["preprocess"]["split"].values())
+    if abs(total - 1.0) > 1e-9:
+        raise ValueError(f"config: preprocess.split: fractions add up to {total}, not 1")
+    for sample, entry in SAMPLES.items():
+        if entry["source"] == "files":
+            stems = [Path(f).stem for f in entry["files"]]
+            if len(set(stems)) != len(stems):
+                raise ValueError(f"config: samples.{sample}.files: file names must be unique")
+
+
+_check_references()
+
+
+wildcard_constraints:
+    sample="[A-Za-z][A-Za-z0-9_]*",
+    model="[A-Za-z][A-Za-z0-9_]*",
+    shard=r"\d+",
+
+
+# Which subpackages each stage's code comes from (core is shared by all).
+_STAGE_PACKAGES = {
+    "generate": ["generate"],
+    "dump": ["dump"],
+    "merge": ["merge", "dump"],
+    "inspect": ["inspect"],
+    "preprocess": ["preprocess"],
+    "train": ["train"],
+    "export": ["export"],
+    "evaluate": ["evaluate", "export"],
+}
+
+
+def code(stage):
+    """The source files a stage runs: a rule lists them as inputs, so editing them reruns it."""
+    files = []
+    for package in ["core", *_STAGE_PACKAGES[stage]]:
+        files += sorted(str(p) for p in (SRC / "flavourflow" / package).glob("*.py"))
+    return files
+
+
+def as_json(value):
+    """Config slices go to the CLI as JSON (quoted with :q in shell commands)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def sample_files(sample):
+    """Per-file (or per-shard) names of a sample: the {file} wildcard of the dump rule."""
+    entry = SAMPLES[sample]
+    if entry["source"] == "generator":
+        return [f"shard_{i}" for i in range(entry["generator"]["shards"])]
+    return [Path(f).stem for f in entry["files"]]
+
+
+def inspect_outputs():
+    return expand(
+        "results/inspect/{sample}/{name}",
+        sample=SAMPLES,
+        name=["summary.json", "jet_inputs.pdf", "track_inputs.pdf", "baselines_roc.pdf"],
+    )
+
+
+def export_outputs():
+    return expand(
+        "results/export/{model}/{name}",
+        model=MODELS,
+        name=["network.json", "closure.json", "inputs.json"],
+    )
+
+
+def evaluate_outputs():
+    return expand(
+        "results/evaluate/{model}/{sample}/{name}",
+        model=MODELS,
+        sample=config["evaluate"]["samples"],
+        name=["metrics.json", "roc.pdf", "discriminant.pdf", "training.pdf"],
+    )

@@ -1,0 +1,27 @@
+# export: Keras -> lwtnn JSON, and the closure gate: fails if lwtnn and Keras disagree.
+
+
+rule export:
+    input:
+        model="results/train/{model}/model.keras",
+        variables="results/preprocess/{model}/variables.json",
+        test=expand(
+            "results/preprocess/{{model}}/test_{group}.npy", group=["jets", "labels"]
+        ),
+        code=code("export"),
+    output:
+        network="results/export/{model}/network.json",
+        closure="results/export/{model}/closure.json",
+        inputs="results/export/{model}/inputs.json",
+    params:
+        export=config["export"],
+    log:
+        "logs/export/{model}.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "{FLAVOURFLOW} export --model {input.model} --variables {input.variables}"
+        " --test-dir results/preprocess/{wildcards.model} --network {output.network}"
+        " --closure {output.closure} --inputs-json {output.inputs}"
+        " --tolerance {params.export[tolerance]} --max-jets {params.export[max_jets]}"
+        " > {log} 2>&1"

@@ -1,0 +1,27 @@
+# train: fit the model's network on the preprocess memmaps (GPU when TensorFlow sees one).
+
+
+rule train:
+    input:
+        rules.preprocess.output,
+        code=code("train"),
+    output:
+        model="results/train/{model}/model.keras",
+        history="results/train/{model}/history.csv",
+        info="results/train/{model}/training.json",
+    params:
+        arch=lambda w: MODELS[w.model]["architecture"],
+        options=lambda w: as_json(MODELS[w.model].get("options", {})),
+        training=lambda w: MODELS[w.model]["training"],
+    threads: 2
+    log:
+        "logs/train/{model}.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "{FLAVOURFLOW} train --preprocessed results/preprocess/{wildcards.model}"
+        " --model {output.model} --history {output.history} --info {output.info}"
+        " --architecture {params.arch} --options {params.options:q}"
+        " --epochs {params.training[epochs]} --batch-size {params.training[batch_size]}"
+        " --learning-rate {params.training[learning_rate]} --seed {params.training[seed]}"
+        " > {log} 2>&1"
