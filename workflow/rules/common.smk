@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 
@@ -15,7 +16,8 @@ SRC = REPO / "src"
 # rule depends on (see `code`) is the code that runs.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
 # The interpreter running Snakemake, unless jobs run in their own conda environments.
-PYTHON = "python" if workflow.deployment_settings.use_conda else sys.executable
+_USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+PYTHON = "python" if _USE_CONDA else sys.executable
 FLAVOURFLOW = f"{PYTHON} -m flavourflow"
 
 SAMPLES = config["samples"]

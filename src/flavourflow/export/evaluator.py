@@ -194,7 +194,9 @@ class _Normalization(_Layer):
             raise FlavourflowError(f"{where}: normalization needs equal non-empty weights, bias")
         if self.weights.size != n_in:
             # lwtnn does not check this (undefined behaviour); we refuse it.
-            raise FlavourflowError(f"{where}: normalization of size {self.weights.size}, n_in {n_in}")
+            raise FlavourflowError(
+                f"{where}: normalization of size {self.weights.size}, n_in {n_in}"
+            )
         self.n_out = n_in
 
     def __call__(self, x: Array) -> Array:
@@ -531,7 +533,9 @@ class LightweightGraph:
                 raise KeyError(f"Can't find node {spec.name}")
             x = np.array(inputs[spec.name], dtype=np.float64)  # a copy: replaced in place
             if x.ndim != 2 or x.shape[1] != len(spec.variables):
-                raise ValueError(f"input {spec.name!r}: shape {x.shape}, want [N, {len(spec.variables)}]")
+                raise ValueError(
+                    f"input {spec.name!r}: shape {x.shape}, want [N, {len(spec.variables)}]"
+                )
             self._check_batch(x.shape[0], batch, f"input {spec.name!r}")
             if replace_nan:
                 has_default = ~np.isnan(spec.default)

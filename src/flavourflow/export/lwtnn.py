@@ -149,8 +149,9 @@ def _batch_norm(layer: Any, width: int, rank: int) -> list[dict[str, Any]]:
         raise _refuse(layer, "non-finite weights or moving statistics")
     if np.any(gamma == 0.0):
         raise _refuse(
-            layer, f"gamma == 0 in channel(s) {np.flatnonzero(gamma == 0.0).tolist()}: the "
-            "folded lwtnn normalization bias would be infinite"
+            layer,
+            f"gamma == 0 in channel(s) {np.flatnonzero(gamma == 0.0).tolist()}: the "
+            "folded lwtnn normalization bias would be infinite",
         )
     std = np.sqrt(var + float(layer.epsilon))
     if not np.all(std > 0.0):
@@ -207,8 +208,9 @@ def _unsupported(layer: Any) -> FlavourflowError:
     cls = type(layer).__name__
     if cls == "GRU" and getattr(layer, "reset_after", False):
         return _refuse(
-            layer, "GRU with reset_after=True (the Keras 3 default) has a second recurrent bias "
-            "that lwtnn cannot represent; train with reset_after=False"
+            layer,
+            "GRU with reset_after=True (the Keras 3 default) has a second recurrent bias "
+            "that lwtnn cannot represent; train with reset_after=False",
         )
     if cls == "Conv1D":
         kernel = int(layer.kernel_size[0])
@@ -216,14 +218,16 @@ def _unsupported(layer: Any) -> FlavourflowError:
         pad = (kernel - 1) * dilation
         if layer.padding == "same" and pad % 2:
             return _refuse(
-                layer, f"padding='same' with odd total padding (kernel-1)*dilation = {pad}: "
-                "lwtnn puts the extra zero in front, Keras behind"
+                layer,
+                f"padding='same' with odd total padding (kernel-1)*dilation = {pad}: "
+                "lwtnn puts the extra zero in front, Keras behind",
             )
         return _refuse(layer, "Conv1D export is not supported (the numpy closure cannot check it)")
     if cls in RECURRENT_LAYERS:
         return _refuse(
-            layer, "recurrent layers are not supported by this exporter (the numpy closure "
-            "evaluator cannot check lwtnn 'sequence' nodes)"
+            layer,
+            "recurrent layers are not supported by this exporter (the numpy closure "
+            "evaluator cannot check lwtnn 'sequence' nodes)",
         )
     return _refuse(layer, "no lwtnn equivalent for this layer class")
 
@@ -464,8 +468,9 @@ class _Converter:
                 mask = node.input_tensors[1] if len(node.input_tensors) == 2 else None
                 if mask is None or id(mask) not in by_id:
                     raise _refuse(
-                        node.operation, "the validity mask must be a model input (a [N, T] bool "
-                        "Keras Input), called as MaskedSum()([values, valid])"
+                        node.operation,
+                        "the validity mask must be a model input (a [N, T] bool "
+                        "Keras Input), called as MaskedSum()([values, valid])",
                     )
                 masks.add(by_id[id(mask)])
         return masks
@@ -492,7 +497,9 @@ class _Converter:
                     f"Keras input '{_history(inputs[keras_index])[0].name}' is a MaskedSum mask "
                     "of no sequence input"
                 )
-            roles[keras_index] = InputRole("valid", str(var_seqs[self.mask_of[keras_index]]["name"]))
+            roles[keras_index] = InputRole(
+                "valid", str(var_seqs[self.mask_of[keras_index]]["name"])
+            )
         return [roles[i] for i in range(len(inputs))]
 
     # ---- nodes ---------------------------------------------------------------------------
@@ -564,8 +571,9 @@ class _Converter:
             return [self._chain(layer, specs, ref, 0)]
         if ref.sequence and isinstance(layer, keras.layers.Dense):
             raise _refuse(
-                layer, "Dense applied directly to a 3-D tensor: wrap it in TimeDistributed so "
-                "that it becomes an lwtnn time_distributed node"
+                layer,
+                "Dense applied directly to a 3-D tensor: wrap it in TimeDistributed so "
+                "that it becomes an lwtnn time_distributed node",
             )
         specs = per_vector_layers(layer, ref.width, rank=3 if ref.sequence else 2)
         return [self._chain(layer, specs, ref, 0)]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flavourflow.core.flavours import BOTTOM, CHARM, GeV, LIGHT, TAU
+from flavourflow.core.flavours import BOTTOM, CHARM, LIGHT, TAU
 from flavourflow.generate.pythia import Particles
 
 JET_R = 0.4
@@ -67,6 +67,7 @@ def cluster(particles: Particles, pt_min: float) -> Jets:
         ak.index.Index64(offsets),
         ak.contents.RecordArray(columns, ["px", "py", "pz", "E"]),
     ))
+    fastjet._swig.ClusterSequence.set_fastjet_banner_stream(None)  # no banner on stdout
     jetdef = fastjet.JetDefinition(fastjet.antikt_algorithm, JET_R)
     out = fastjet.ClusterSequence(inputs, jetdef).inclusive_jets(min_pt=pt_min)
     jet_offsets = np.asarray(out.layout.offsets, dtype=np.int64)
@@ -234,5 +235,3 @@ def select(jets: Jets, pt_min: float, eta_max: float) -> np.ndarray:
     """Mask of the jets kept in the output: pT > ``pt_min`` (GeV) and |eta| < ``eta_max``."""
     return (jets.pt > pt_min) & (np.abs(jets.eta) < eta_max)
 
-
-__all__ = ["GeV", "Jets", "Labels", "cluster", "label_jets", "nearest_jet", "select"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -137,7 +138,7 @@ class Particles:
     def n_events(self) -> int:
         return len(self.offsets) - 1
 
-    @property
+    @cached_property
     def event(self) -> np.ndarray:
         """Event index of every flat particle."""
         return np.repeat(np.arange(self.n_events), np.diff(self.offsets))

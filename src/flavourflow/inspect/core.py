@@ -35,21 +35,28 @@ class FlavourHistograms:
     def __init__(self, names: Sequence[str], n_bins: int) -> None:
         self.names, self.n_bins = list(names), n_bins
         self.edges: dict[str, np.ndarray] = {}
-        self.counts = {n: {f.name: np.zeros(n_bins) for f in ALL_FLAVOURS} for n in names}
+        self.counts: dict[str, dict[str, np.ndarray]] = {}
 
     def fill(self, values: dict[str, np.ndarray], labels: np.ndarray) -> None:
         for name in self.names:
             x = values[name].astype(np.float64)
             if name not in self.edges:
-                finite = x[np.isfinite(x)]
-                lo, hi = np.percentile(finite, [0.5, 99.5]) if len(finite) else (0.0, 1.0)
-                hi = hi if hi > lo else lo + 1.0
-                self.edges[name] = np.linspace(lo, hi, self.n_bins + 1)
+                edges = self._binning(x, np.issubdtype(values[name].dtype, np.integer))
+                self.edges[name] = edges
+                self.counts[name] = {f.name: np.zeros(len(edges) - 1) for f in ALL_FLAVOURS}
             for flav in ALL_FLAVOURS:
                 sel = x[labels == flav.label]
                 clipped = np.clip(sel[np.isfinite(sel)], self.edges[name][0],
                                   self.edges[name][-1])
                 self.counts[name][flav.name] += np.histogram(clipped, self.edges[name])[0]
+
+    def _binning(self, x: np.ndarray, integer: bool) -> np.ndarray:
+        """Bins covering the central 99 % of ``x``; unit bins for small integer ranges."""
+        finite = x[np.isfinite(x)]
+        lo, hi = np.percentile(finite, [0.5, 99.5]) if len(finite) else (0.0, 1.0)
+        if integer and finite.max(initial=0) - finite.min(initial=0) <= 2 * self.n_bins:
+            return np.arange(finite.min(initial=0) - 0.5, finite.max(initial=0) + 1.5)
+        return np.linspace(lo, hi if hi > lo else lo + 1.0, self.n_bins + 1)
 
     def plot(self, stem: Path, title: str) -> None:
         n = len(self.names)

@@ -1,0 +1,54 @@
+"""`flavourflow export`: Keras model -> lwtnn network.json, with a closure check against Keras."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers) -> None:
+    """Register the ``export`` subcommand on the top-level CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "export",
+        help="convert a trained model to lwtnn JSON and check it against Keras",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", type=Path, required=True, help="trained model.keras")
+    parser.add_argument("--variables", type=Path, required=True, help="preprocess variables.json")
+    parser.add_argument(
+        "--test-dir", type=Path, required=True, help="directory with the test_<input>.npy memmaps"
+    )
+    parser.add_argument("--network", type=Path, required=True, help="output lwtnn network.json")
+    parser.add_argument("--closure", type=Path, required=True, help="output closure.json")
+    parser.add_argument(
+        "--inputs-json",
+        type=Path,
+        required=True,
+        help="output: one test jet for `lwtnn-test-lightweight-graph NETWORK INPUTS`",
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=1e-5, help="max allowed |Keras - lwtnn| per output"
+    )
+    parser.add_argument("--max-jets", type=int, default=20000, help="test jets in the closure")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the export stage; FlavourflowError propagates to the top-level CLI."""
+    from flavourflow.export.closure import run, summarise
+
+    summary = run(
+        model_path=args.model,
+        variables_path=args.variables,
+        test_dir=args.test_dir,
+        network_out=args.network,
+        closure_out=args.closure,
+        inputs_out=args.inputs_json,
+        tolerance=args.tolerance,
+        max_jets=args.max_jets,
+    )
+    log.info("%s", summarise(summary))
+    return 0
