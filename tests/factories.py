@@ -37,7 +37,8 @@ def synthetic_events(n_events: int, seed: int = 0, first_event: int = 0) -> dict
     sign = np.sign(np.sin(trk_phi - phi[jet_of_trk]))
     d0 = rng.normal(0, sigma) + np.where(displaced, sign * lifetime, 0.0)
     z0_sigma = 2 * sigma
-    z0 = rng.normal(0, z0_sigma)
+    z0_sign = np.sign(eta[jet_of_trk] - trk_eta)  # lifetime sign of z0 (see dump.ntuple)
+    z0 = rng.normal(0, z0_sigma) + np.where(displaced, z0_sign * 2 * lifetime, 0.0)
     tracks = {
         "pt": 500 + rng.exponential(5_000, n_all), "eta": trk_eta,
         "phi": (trk_phi + np.pi) % (2 * np.pi) - np.pi,

@@ -63,8 +63,9 @@ def test_lifetime_sign_and_baselines_separate_b_from_light(dumped: Path) -> None
     with h5py.File(dumped, "r") as f:
         jets, tracks = f["jets"][...], f["tracks"][...]
     b, light = jets[LABEL_FIELD] == 5, jets[LABEL_FIELD] == 0
-    sd0 = tracks["IP3D_signed_d0_significance"]
-    assert np.nanmean(sd0[b]) > 1.0 > abs(np.nanmean(sd0[light]))
+    for name in ("IP3D_signed_d0_significance", "IP3D_signed_z0_significance"):
+        significance = tracks[name]
+        assert np.nanmean(significance[b]) > 1.0 > abs(np.nanmean(significance[light]))
     for baseline in ("ip2d_llr", "sv_sig"):
         assert np.median(jets[baseline][b]) > np.median(jets[baseline][light])
 

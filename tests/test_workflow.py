@@ -73,9 +73,9 @@ def test_tiny_end_to_end(tmp_path: Path) -> None:
     snakemake(work, "--cores", "2", *tiny)
 
     # the lwtnn network evaluates like the Keras model on the test jets
-    from flavourflow.export.evaluator import LightweightGraph
-
     import keras
+
+    from flavourflow.export.evaluator import LightweightGraph
 
     pre, exp = work / "results/preprocess/tutorial", work / "results/export/tutorial"
     variables = json.loads((pre / "variables.json").read_text())

@@ -113,7 +113,9 @@ def convert(events: ak.Array, selection: Selection, max_tracks: int):
     # Lifetime sign: + when the point of closest approach lies in the jet's hemisphere.
     d0_sign = np.sign(trk["d0"] * np.sin(dphi))
     d0_sign = ak.where(d0_sign == 0, 1.0, d0_sign)
-    z0_sign = ak.where(trk["z0SinTheta"] * deta >= 0, 1.0, -1.0)
+    # z0 of a track from a vertex displaced along the jet has the sign of sinh(eta_jet) -
+    # sinh(eta_trk), i.e. of -deta.
+    z0_sign = ak.where(trk["z0SinTheta"] * deta <= 0, 1.0, -1.0)
     s_d0 = d0_sign * abs(trk["d0"]) / trk["d0_sigma"]
     s_z0 = z0_sign * abs(trk["z0SinTheta"]) / trk["z0SinTheta_sigma"]
 

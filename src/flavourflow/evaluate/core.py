@@ -157,7 +157,8 @@ def plot_history(history: Path, stem: Path, title: str) -> None:
                 ax.plot(epochs, [float(r[prefix + key]) for r in rows], style,
                         label=(prefix or "train_") + key)
         ax.set_xlabel("epoch")
-        ax.legend()
+        if ax.lines:
+            ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     save(fig, stem)

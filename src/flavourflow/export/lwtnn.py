@@ -57,6 +57,9 @@ def _floats(array: Any) -> list[float]:
 
 
 def _numpy(variable: Any) -> np.ndarray:
+    """A Keras variable or tensor as a float64 array (exactly the stored float32 values)."""
+    if hasattr(variable, "numpy"):
+        return np.asarray(variable.numpy(), dtype=np.float64)
     from keras import ops
 
     return np.asarray(ops.convert_to_numpy(variable), dtype=np.float64)
@@ -325,6 +328,7 @@ class _Converter:
         self.variables = variables
         self.layers: list[dict[str, Any]] = []
         self.nodes: list[dict[str, Any]] = []
+        # (id(Keras layer), input width) -> lwtnn layer indices
         self.layer_cache: dict[tuple[int, int], list[int]] = {}
         self.mask_of: dict[int, int] = {}  # Keras mask input index -> input_sequences index
         self.roles: list[InputRole] = []
@@ -392,8 +396,8 @@ class _Converter:
                 raise FlavourflowError(f"{where}: Keras output {j} is not a [N, n] tensor")
             if len(labels) != ref.width or len(set(labels)) != len(labels):
                 raise FlavourflowError(
-                    f"{where}: {len(labels)} distinct labels needed = output size {ref.width}, "
-                    f"got {labels}"
+                    f"{where}: {len(labels)} labels {labels} for a Keras output of size "
+                    f"{ref.width}; one distinct label per output value is needed"
                 )
             json_outputs[name] = {"node_index": ref.node, "labels": labels}
 
@@ -521,15 +525,16 @@ class _Converter:
         self.nodes.append(node)
         return _Ref(len(self.nodes) - 1, ref_like.sequence, width, ref_like.seq_input)
 
-    def _chain(self, layer: Any, specs: list[dict[str, Any]], ref: _Ref, key: int) -> _Ref:
-        """Append ``specs`` (once per Keras layer) and one node per spec fed by ``ref``."""
-        cache_key = (id(layer), key)
-        if cache_key not in self.layer_cache:
+    def _chain(self, layer: Any, specs: list[dict[str, Any]], ref: _Ref) -> _Ref:
+        """Append ``specs`` (once per Keras layer: shared layers share lwtnn layers) and one
+        feed_forward (or, on a sequence, time_distributed) node per spec, fed by ``ref``."""
+        key = (id(layer), ref.width)  # an activation layer may be shared by several widths
+        if key not in self.layer_cache:
             first = len(self.layers)
             self.layers.extend(specs)
-            self.layer_cache[cache_key] = list(range(first, len(self.layers)))
+            self.layer_cache[key] = list(range(first, len(self.layers)))
         kind = "time_distributed" if ref.sequence else "feed_forward"
-        for layer_index in self.layer_cache[cache_key]:
+        for layer_index in self.layer_cache[key]:
             spec = self.layers[layer_index]
             width = ref.width
             if spec["architecture"] == "dense" and spec["weights"]:
@@ -568,7 +573,7 @@ class _Converter:
                 specs = per_vector_layers(layer.layer, ref.width, rank=2)
             except FlavourflowError as err:
                 raise _refuse(layer, f"wraps an unsupported layer: {err}") from None
-            return [self._chain(layer, specs, ref, 0)]
+            return [self._chain(layer, specs, ref)]
         if ref.sequence and isinstance(layer, keras.layers.Dense):
             raise _refuse(
                 layer,
@@ -576,7 +581,7 @@ class _Converter:
                 "that it becomes an lwtnn time_distributed node",
             )
         specs = per_vector_layers(layer, ref.width, rank=3 if ref.sequence else 2)
-        return [self._chain(layer, specs, ref, 0)]
+        return [self._chain(layer, specs, ref)]
 
     def _merge(self, layer: Any, sources: list[_Ref], kind: str) -> _Ref:
         if any(s.sequence for s in sources):

@@ -7,18 +7,30 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from flavourflow.core.flavours import GeV
 from flavourflow.core.outputs import atomic_path
-from flavourflow.generate.pythia import PROCESSES, ShardConfig
+from flavourflow.generate import jets as jetlib
+from flavourflow.generate import tracks as tracklib
+from flavourflow.generate.pythia import (
+    MAX_EVENTS_PER_SHARD,
+    PROCESSES,
+    ChargeTable,
+    Particles,
+    ShardConfig,
+    derive_seed,
+    make_pythia,
+    next_batch,
+    to_particles,
+)
+from flavourflow.generate.writer import Block, ShardWriter, make_block
 
 log = logging.getLogger(__name__)
 
 #: Event numbers are shard * EVENT_NUMBER_STRIDE + i, unique within a sample.
-EVENT_NUMBER_STRIDE = 1_000_000_000
+EVENT_NUMBER_STRIDE = MAX_EVENTS_PER_SHARD
 #: Events per Pythia batch (bounds memory: a ttbar record is ~2000 entries) and per basket.
 BATCH_EVENTS = 250
 BASKET_EVENTS = 1000
@@ -34,25 +46,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, required=True, help="sample seed")
     p.add_argument("--shard", type=int, default=0, help="shard number within the sample")
     p.add_argument("--output", type=Path, required=True, help="ROOT file to write")
-    p.add_argument("--ecm", type=float, default=13_000 * GeV, help="collision energy, MeV")
+    p.add_argument("--ecm", type=float, default=13_000.0,
+                   help="centre-of-mass energy in GeV (the one argument not in MeV)")
     p.add_argument("--jet-pt-min", type=float, default=15 * GeV, help="jet pT cut, MeV")
     p.add_argument("--jet-eta-max", type=float, default=2.8, help="jet |eta| cut")
 
 
 def main(args: argparse.Namespace) -> int:
     config = ShardConfig(process=args.process, events=args.events, seed=args.seed,
-                         shard=args.shard, ecm=args.ecm, jet_pt_min=args.jet_pt_min,
+                         shard=args.shard, ecm_gev=args.ecm, jet_pt_min=args.jet_pt_min,
                          jet_eta_max=args.jet_eta_max)
     run_shard(config, args.output)
     return 0
 
 
-def process_batch(particles: Any, config: ShardConfig, charges: Any, rng: np.random.Generator,
-                  first_event: int, timer: Callable[[str], None] | None = None) -> Any:
-    """Jets, labels and tracks of one batch of events, as a writer Block."""
-    from flavourflow.generate import jets as jetlib
-    from flavourflow.generate import tracks as tracklib
-    from flavourflow.generate.writer import make_block
+def process_batch(particles: Particles, config: ShardConfig, charges: ChargeTable,
+                  rng: np.random.Generator, first_event: int,
+                  timer: Callable[[str], None] | None = None) -> Block:
+    """Jets, labels and tracks of one batch of events (the batch's first event is number
+    ``first_event`` of the shard), as a writer Block; ``timer(step)`` is called after the
+    clustering and after the rest."""
 
     def lap(name: str) -> None:
         if timer is not None:
@@ -94,9 +107,6 @@ def run_shard(config: ShardConfig, output: str | Path) -> dict[str, float]:
     """Generate ``config.events`` events and write them to ``output`` atomically; return the
     wall time spent per step (s)."""
     config.validate()
-    from flavourflow.generate.pythia import ChargeTable, derive_seed, make_pythia, read_batch
-    from flavourflow.generate.writer import Block, ShardWriter
-
     times: dict[str, float] = {}
     clock = [time.perf_counter()]
 
@@ -114,8 +124,11 @@ def run_shard(config: ShardConfig, output: str | Path) -> dict[str, float]:
         done = 0
         while done < config.events:
             n = min(BATCH_EVENTS, config.events - done)
-            particles = read_batch(pythia, n)
-            lap("pythia+readout")
+            batch = next_batch(pythia, n)
+            lap("pythia")
+            particles = to_particles(batch)
+            del batch  # the numpy views keep the buffers they need alive
+            lap("readout")
             pending.append(process_batch(particles, config, charges, rng, done, lap))
             done += n
             if sum(len(b) for b in pending) >= BASKET_EVENTS or done == config.events:

@@ -36,6 +36,7 @@ class Jets:
 
     @property
     def event(self) -> np.ndarray:
+        """Event index of every jet."""
         return np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets))
 
 
@@ -45,7 +46,8 @@ def _segment_offsets(mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return cum[offsets]
 
 
-def pt_eta_phi(px: np.ndarray, py: np.ndarray, pz: np.ndarray):
+def pt_eta_phi(px: np.ndarray, py: np.ndarray,
+               pz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pT, eta, phi) of momenta; eta from asinh(pz/pT), finite for pT > 0."""
     pt = np.hypot(px, py)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -20,8 +20,9 @@ from flavourflow.core.flavours import GeV
 #: Hard processes; each maps to the Pythia settings that switch it on.
 PROCESSES: dict[str, tuple[str, ...]] = {
     "ttbar": ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on"),
-    # Z' -> q qbar (d, u, s, c, b in equal shares of couplings) with a forced very broad
-    # line shape, so that the jets cover a wide pT range (a stand-in for ATLAS's flat-pT Z').
+    # Z' -> d, u, s, c, b quark pairs (Pythia's default Z' couplings) with a forced very
+    # broad line shape, so that jets cover a wide pT range (a stand-in for ATLAS's flat-pT
+    # Z' sample); the spectrum still falls with pT, as no event weights are used.
     "zprime": (
         "NewGaugeBoson:ffbar2gmZZprime = on",
         "Zprime:gmZmode = 3",
@@ -51,17 +52,24 @@ COMMON_SETTINGS: tuple[str, ...] = (
 
 #: Largest seed Pythia accepts (``Random:seed`` max).
 _MAX_SEED = 900_000_000
+#: At most this many events per shard (event numbers are shard * this + i).
+MAX_EVENTS_PER_SHARD = 1_000_000_000
+#: Sanity bound on the collision energy: a larger value is almost surely MeV given as GeV.
+_MAX_ECM_GEV = 200_000.0
+#: Failed events are retried, up to this many attempts per requested event in a batch.
+MAX_TRIES_PER_EVENT = 10.0
 
 
 @dataclass(frozen=True)
 class ShardConfig:
-    """Everything that fixes the content of one shard (energies and momenta in MeV)."""
+    """Everything that fixes the content of one shard. Momenta in MeV; the collision energy
+    in GeV (``ecm_gev``, as the workflow config and Pythia give it)."""
 
     process: str = "ttbar"
     events: int = 1000
     seed: int = 1
     shard: int = 0
-    ecm: float = 13_000 * GeV
+    ecm_gev: float = 13_000.0
     jet_pt_min: float = 15 * GeV
     jet_eta_max: float = 2.8
 
@@ -70,14 +78,16 @@ class ShardConfig:
         if self.process not in PROCESSES:
             raise FlavourflowError(f"unknown process {self.process!r}; known: "
                                    f"{sorted(PROCESSES)}", field="process")
-        if self.events <= 0:
-            raise FlavourflowError(f"must be > 0, got {self.events}", field="events")
+        if not 0 < self.events < MAX_EVENTS_PER_SHARD:
+            raise FlavourflowError(f"must be in [1, {MAX_EVENTS_PER_SHARD}), got "
+                                   f"{self.events}", field="events")
         if self.seed < 0:
             raise FlavourflowError(f"must be >= 0, got {self.seed}", field="seed")
         if not 0 <= self.shard < 9_000_000:
             raise FlavourflowError(f"must be in [0, 9e6), got {self.shard}", field="shard")
-        if self.ecm <= 0:
-            raise FlavourflowError(f"must be > 0 MeV, got {self.ecm}", field="ecm")
+        if not 0 < self.ecm_gev <= _MAX_ECM_GEV:
+            raise FlavourflowError(f"must be in (0, {_MAX_ECM_GEV:g}] GeV, got "
+                                   f"{self.ecm_gev:g} (MeV given?)", field="ecm")
         if self.jet_pt_min < 0:
             raise FlavourflowError(f"must be >= 0 MeV, got {self.jet_pt_min}",
                                    field="jet_pt_min")
@@ -99,7 +109,7 @@ def make_pythia(config: ShardConfig) -> Any:
     pythia = pythia8mc.Pythia("", False)  # no banner
     settings = (
         *COMMON_SETTINGS,
-        f"Beams:eCM = {config.ecm / GeV:.6g}",
+        f"Beams:eCM = {config.ecm_gev:.10g}",
         f"Random:seed = {derive_seed(config.seed, config.shard)}",
         *PROCESSES[config.process],
     )
@@ -149,9 +159,18 @@ def _numpy(node: Any, length: int) -> np.ndarray:
     return np.asarray(node.data)[:length]
 
 
-def read_batch(pythia: Any, n_events: int) -> Particles:
-    """Generate ``n_events`` (failed events are retried by Pythia) and return their records."""
-    batch = pythia.nextBatch(n_events, "skip")
+def next_batch(pythia: Any, n_events: int) -> Any:
+    """Generate ``n_events`` as one Awkward Array; Pythia retries failed events (at most
+    ``MAX_TRIES_PER_EVENT`` times as many attempts) instead of looping for ever."""
+    try:
+        return pythia.nextBatch(n_events, MAX_TRIES_PER_EVENT)
+    except Exception as err:  # pybind11 maps Pythia's C++ exceptions to several types
+        raise FlavourflowError(f"Pythia failed to generate {n_events} events ({err})",
+                               field="process") from err
+
+
+def to_particles(batch: Any) -> Particles:
+    """Flat numpy views of the columns of a ``nextBatch`` array that the stage needs."""
     layout = batch.layout.content("prt")
     offsets = np.asarray(layout.offsets).astype(np.int64)
     content = layout.content
@@ -169,8 +188,9 @@ def read_batch(pythia: Any, n_events: int) -> Particles:
     # vProd is option-typed (missing when Pythia set no vertex, i.e. the origin)
     vertex = content.content("vProd")
     index = np.asarray(vertex.index)[:n] if vertex.is_option else np.arange(n)
+    record = vertex.content if vertex.is_option else vertex
     has_vertex = index >= 0
-    x, y, z = (np.where(has_vertex, _numpy(vertex.content.content(c), None)[index], 0.0)
+    x, y, z = (np.where(has_vertex, np.asarray(record.content(c).data)[index], 0.0)
                for c in ("px", "py", "pz"))
     first = offsets[:-1]
     weights = batch.layout.content("info").content("weights")

@@ -14,7 +14,8 @@ a track from a vertex displaced along the jet has d0 * sin(phi_trk - phi_jet) > 
 
 Resolutions (p in GeV):
     sigma_d0         = 0.010 (+) 0.080 / (p sin(theta)^1.5)   mm
-    sigma_z0         = 0.050 (+) 0.100 / (p sin(theta)^1.5)   mm,  sigma_z0SinTheta = sigma_z0 sin(theta)
+    sigma_z0         = 0.050 (+) 0.100 / (p sin(theta)^1.5)   mm
+    sigma_z0SinTheta = sigma_z0 sin(theta)
     sigma(pT)/pT     = 0.012 (+) 0.0004 pT                    (smeared in q/pT)
     sigma_phi, theta = 1e-4 (+) 1.5e-3 / p                     rad
 A fraction TAIL_FRACTION of tracks has its impact parameters smeared TAIL_SCALE times wider
@@ -32,7 +33,8 @@ from flavourflow.generate.pythia import ChargeTable, Particles
 
 PT_MIN = 0.5  # GeV, reconstructed
 ETA_MAX = 2.5  # reconstructed
-R_PROD_MAX = 300.0  # mm, transverse production radius (truth: tracking acceptance)
+R_PROD_MAX = 100.0  # mm, transverse production radius: inside the pixel layers (truth)
+D0_MAX, Z0_SIN_THETA_MAX = 3.5, 5.0  # mm, reconstructed: flavour-tagging track selection
 EFFICIENCY = 0.98
 D0_A, D0_B = 0.010, 0.080  # mm, mm GeV
 Z0_A, Z0_B = 0.050, 0.100  # mm, mm GeV
@@ -83,8 +85,9 @@ def impact_parameters(dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, phi: np.nd
 def reconstruct(particles: Particles, charges: ChargeTable, rng: np.random.Generator) -> Tracks:
     """Charged stable particles -> tracks, with every reconstructed quantity smeared.
 
-    Cuts: truth production radius < 300 mm, 98% efficiency, then reconstructed pT > 500 MeV
-    and |eta| < 2.5. Random numbers are drawn for every candidate in a fixed order, so a
+    Cuts: truth production radius < 100 mm (tracks need pixel hits), 98% efficiency, then
+    reconstructed pT > 500 MeV, |eta| < 2.5, |d0| < 3.5 mm and |z0 sin(theta)| < 5 mm (an
+    ATLAS-like flavour-tagging track selection, which removes most V0 and interaction tracks). Random numbers are drawn for every candidate in a fixed order, so a
     given (seed, shard) always gives the same tracks."""
     final = np.flatnonzero(particles.status > 0)
     charge = charges(particles.id[final])
@@ -119,6 +122,7 @@ def reconstruct(particles: Particles, charges: ChargeTable, rng: np.random.Gener
     d0_s = d0 + tail * sigma_d0 * gauss[3]
     z0st_s = z0st + tail * sigma_z0st * gauss[4]
 
-    keep = found & (pt_s > PT_MIN) & (np.abs(eta_s) < ETA_MAX)
+    keep = (found & (pt_s > PT_MIN) & (np.abs(eta_s) < ETA_MAX) & (np.abs(d0_s) < D0_MAX)
+            & (np.abs(z0st_s) < Z0_SIN_THETA_MAX))
     return Tracks(event[keep], pt_s[keep], eta_s[keep], phi_s[keep], charge[keep], d0_s[keep],
                   z0st_s[keep], sigma_d0[keep], sigma_z0st[keep])
