@@ -134,3 +134,17 @@ def test_bad_input_one_line_error_no_output(tmp_path, ntuple, make_bad, extra_ar
     assert str(bad) in lines[0] and expected in lines[0]
     assert not out.exists()
     assert not any(out.parent.glob("*")) if out.parent.exists() else True
+
+
+def test_ip_templates_are_normalised_and_the_ratio_grows_at_most_linearly() -> None:
+    from flavourflow.dump import taggers
+
+    s = np.linspace(-200, 200, 400_001)
+    step = s[1] - s[0]
+    for pdf in (taggers.light_pdf, taggers.heavy_pdf):
+        assert np.sum(pdf(s)) * step == pytest.approx(1.0, abs=1e-4)
+    ratio = np.log(taggers.heavy_pdf(s)) - np.log(taggers.light_pdf(s))
+    at = {x: ratio[np.searchsorted(s, x)] for x in (-5, 0, 10)}
+    assert at[10] > at[0] > at[-5]
+    lo, hi = np.searchsorted(s, [20, 60])
+    assert (ratio[hi] - ratio[lo]) / 40 < 0.2  # linear, not quadratic, in S

@@ -10,6 +10,18 @@ from snakemake.utils import validate
 
 validate(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
 
+
+def _sorted(value):
+    """Config with keys in sorted order: rules' params, hence reruns, must not depend on the
+    order keys happen to have in the YAML files."""
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    return value
+
+
+for _key in list(config):
+    config[_key] = _sorted(config[_key])
+
 REPO = Path(workflow.basedir).parent
 SRC = REPO / "src"
 # Jobs run the flavourflow code of this checkout, whatever is installed, so that the code a

@@ -2,9 +2,11 @@
 
 * ``ip2d_llr``: an impact-parameter log-likelihood ratio (the role IP2D / ``rnnip_log_ratio``
   play). Per track, log f_b(S)/f_u(S) of the lifetime-signed transverse impact-parameter
-  significance S, summed over the jet's tracks. The templates are analytic, from the resolution
-  model (Gaussian core with a wider tail) and an exponential lifetime tail for heavy-flavour
-  tracks; nothing is fitted to the sample, so nothing is tuned on the test split.
+  significance S, summed over the jet's tracks. The templates are analytic: the resolution
+  model (Gaussian core, a wider Gaussian tail, and a symmetric exponential far tail for
+  secondaries and fakes, which keeps the per-track ratio growing only linearly in S) and an
+  exponential lifetime tail for heavy-flavour tracks. Nothing is fitted to the sample, so
+  nothing is tuned on its test split.
 * ``sv_sig``: a secondary-vertex-like significance (the role ``jf_sig`` plays): tracks with
   S > ``SV_MIN_SIGNIFICANCE`` form a vertex candidate if there are at least two; its
   significance is the quadrature sum of their S, 0 without a candidate. Mass, track count and
@@ -22,6 +24,8 @@ PION_MASS = 139.57  # MeV
 
 #: Resolution model of the light-jet template: core and tail widths (units of sigma), tail share.
 CORE_WIDTH, TAIL_WIDTH, TAIL_FRACTION = 1.0, 3.0, 0.03
+#: Secondaries and fakes in the light template: share and scale (sigma) of a Laplace far tail.
+FAR_FRACTION, FAR_SCALE = 0.01, 5.0
 #: Heavy-flavour template: share of lifetime tracks and mean of their exponential S tail.
 LIFETIME_FRACTION, LIFETIME_MEAN = 0.5, 5.0
 #: Signed significance above which a track counts as displaced for the vertex candidate.
@@ -37,8 +41,11 @@ def _gauss(s: np.ndarray, width: float) -> np.ndarray:
 
 
 def light_pdf(s: np.ndarray) -> np.ndarray:
-    """Template of S for tracks from the primary vertex: Gaussian core plus a wider tail."""
-    return (1.0 - TAIL_FRACTION) * _gauss(s, CORE_WIDTH) + TAIL_FRACTION * _gauss(s, TAIL_WIDTH)
+    """Template of S for tracks in light jets: Gaussian core, wider tail, far tail."""
+    core = 1.0 - TAIL_FRACTION - FAR_FRACTION
+    far = np.exp(-np.abs(s) / FAR_SCALE) / (2.0 * FAR_SCALE)
+    return (core * _gauss(s, CORE_WIDTH) + TAIL_FRACTION * _gauss(s, TAIL_WIDTH)
+            + FAR_FRACTION * far)
 
 
 def heavy_pdf(s: np.ndarray) -> np.ndarray:

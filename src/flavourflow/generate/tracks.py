@@ -87,8 +87,9 @@ def reconstruct(particles: Particles, charges: ChargeTable, rng: np.random.Gener
 
     Cuts: truth production radius < 100 mm (tracks need pixel hits), 98% efficiency, then
     reconstructed pT > 500 MeV, |eta| < 2.5, |d0| < 3.5 mm and |z0 sin(theta)| < 5 mm (an
-    ATLAS-like flavour-tagging track selection, which removes most V0 and interaction tracks). Random numbers are drawn for every candidate in a fixed order, so a
-    given (seed, shard) always gives the same tracks."""
+    ATLAS-like flavour-tagging track selection, which removes most V0 and interaction
+    tracks). Random numbers are drawn for every candidate in a fixed order, so a given
+    (seed, shard) always gives the same tracks."""
     final = np.flatnonzero(particles.status > 0)
     charge = charges(particles.id[final])
     idx = final[charge != 0]
