@@ -52,6 +52,18 @@ def test_rejection_and_auc_on_known_distributions() -> None:
     assert roc.rejection(background, background.max() + 1) == (None, None)
 
 
+def test_working_point_out_of_reach_of_a_discrete_discriminant() -> None:
+    rng = np.random.default_rng(5)
+    # 25 % of signal jets have no vertex (value 0): efficiencies above 75 % are out of reach
+    signal = np.where(rng.random(10_000) < 0.25, 0.0, rng.exponential(5.0, 10_000) + 0.1)
+    background = np.where(rng.random(10_000) < 0.9, 0.0, rng.exponential(1.0, 10_000) + 0.1)
+    assert roc.cut_for_efficiency(signal, 0.7) is not None
+    assert roc.cut_for_efficiency(signal, 0.85) is None
+    assert roc.rejection(background, None) == (None, None)
+    curve = roc.roc_curve(signal, background, [0.6, 0.7, 0.85, 0.9])
+    assert np.all(np.isfinite(curve[:2])) and np.all(np.isnan(curve[2:]))
+
+
 def test_b_discriminant_formula() -> None:
     d = roc.b_discriminant(np.array([0.5]), np.array([0.3]), np.array([0.2]), f_c=0.1)
     assert d[0] == pytest.approx(np.log(0.5 / (0.1 * 0.3 + 0.9 * 0.2)))

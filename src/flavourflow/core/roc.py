@@ -13,14 +13,20 @@ def b_discriminant(p_b: np.ndarray, p_c: np.ndarray, p_u: np.ndarray, f_c: float
         return np.log(p_b) - np.log(f_c * p_c + (1.0 - f_c) * p_u)
 
 
-def cut_for_efficiency(signal: np.ndarray, efficiency: float) -> float:
-    """The cut on the discriminant that keeps the fraction ``efficiency`` of ``signal``."""
-    return float(np.quantile(signal, 1.0 - efficiency, method="inverted_cdf"))
+def cut_for_efficiency(signal: np.ndarray, efficiency: float) -> float | None:
+    """The cut (keep > cut) that keeps the fraction ``efficiency`` of ``signal``; None when no
+    cut does, because many signal jets share one value (e.g. 0 for jets without a vertex)."""
+    cut = float(np.quantile(signal, 1.0 - efficiency, method="inverted_cdf"))
+    achieved = np.count_nonzero(signal > cut) / len(signal)
+    return cut if abs(achieved - efficiency) <= max(0.005, 2.0 / len(signal)) else None
 
 
-def rejection(background: np.ndarray, cut: float) -> tuple[float | None, float | None]:
+def rejection(background: np.ndarray, cut: float | None) -> tuple[float | None, float | None]:
     """1/efficiency of ``background`` above ``cut`` and its binomial uncertainty;
-    (None, None) when no background jet passes (the rejection is then only bounded below)."""
+    (None, None) when no background jet passes (the rejection is then only bounded below)
+    or when there is no cut (the working point is out of reach)."""
+    if cut is None:
+        return None, None
     n = len(background)
     n_pass = int(np.count_nonzero(background > cut))
     if n == 0 or n_pass == 0:
