@@ -12,7 +12,7 @@ import uproot
 
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import LABEL_FIELD
-from flavourflow.dump import taggers
+from flavourflow.dump import taggers, vertexing
 
 TREE = "events"
 EVENT_BRANCHES = ("eventNumber", "mcEventWeight")
@@ -31,8 +31,8 @@ JET_DTYPE = np.dtype([
     ("eventNumber", "i8"), ("jetIndex", "i4"), ("mcEventWeight", "f4"),
     (LABEL_FIELD, "i4"), ("HadronConeExclTruthLabelPt", "f4"),
     ("HadronConeExclTruthLabelLxy", "f4"), ("n_tracks", "i4"),
-    ("ip2d_llr", "f4"), ("sv_sig", "f4"), ("sv_mass", "f4"), ("sv_ntrk", "i4"),
-    ("sv_efrac", "f4"),
+    ("ip2d_llr", "f4"), ("sv_sig", "f4"), ("sv_Lxy", "f4"), ("sv_mass", "f4"),
+    ("sv_efrac", "f4"), ("sv_ntrk", "i4"), ("sv_n2trk", "i4"),
 ])
 TRACK_DTYPE = np.dtype([
     ("pt", "f4"), ("eta", "f4"), ("phi", "f4"), ("deta", "f4"), ("dphi", "f4"), ("dr", "f4"),
@@ -132,9 +132,6 @@ def convert(events: ak.Array, selection: Selection, max_tracks: int):
     jets["HadronConeExclTruthLabelLxy"] = jets_of("jet_truthHadron_Lxy")
     jets["n_tracks"] = ak.num(trk["pt"])
     jets["ip2d_llr"] = taggers.ip2d_llr(s_d0)
-    for name, values in taggers.secondary_vertex(s_d0, trk["pt"], trk["eta"],
-                                                 trk["phi"]).items():
-        jets[name] = values
 
     order = ak.argsort(abs(s_d0), axis=1, ascending=False)
     columns = {
@@ -150,6 +147,8 @@ def convert(events: ak.Array, selection: Selection, max_tracks: int):
         tracks[name] = _to_numpy_padded(values[order], max_tracks, -1 if is_int else np.nan)
     tracks["valid"] = _to_numpy_padded(ak.ones_like(trk["pt"], dtype=bool)[order], max_tracks,
                                        False)
+    for name, values in vertexing.find(tracks, jets["phi"].astype(np.float64)).items():
+        jets[name] = values
     return jets, tracks
 
 
