@@ -133,14 +133,14 @@ def test_zprime(tmp_path: Path):
 
 def _args(output: Path, **overrides) -> argparse.Namespace:
     values = dict(process="ttbar", events=5, seed=1, shard=0, output=output,
-                  ecm=13_000.0, jet_pt_min=15_000.0, jet_eta_max=2.8)
+                  ecm=13_000.0, jet_pt_min=15_000.0, jet_eta_max=2.8, pileup_tracks=0.0)
     values.update(overrides)
     return argparse.Namespace(**values)
 
 
 @pytest.mark.parametrize("overrides", [
     {"process": "wprime"}, {"events": 0}, {"events": -3}, {"jet_eta_max": 0.0},
-    {"ecm": 13e6},
+    {"ecm": 13e6}, {"pileup_tracks": -1.0},
 ])
 def test_bad_arguments(tmp_path: Path, overrides: dict):
     output = tmp_path / "out" / "shard.root"
@@ -213,3 +213,16 @@ def test_nearest_jet_is_exclusive():
     phi = np.array([0.0, 0.0, 0.0, -3.1, 0.0])
     event = np.array([0, 0, 1, 2, 2])
     assert nearest_jet(eta, phi, event, jets, 0.4).tolist() == [0, 1, -1, 2, -1]
+
+
+def test_pileup_tracks_add_soft_selected_tracks(tmp_path):
+    without = _generate(tmp_path / "a.root", 40, seed=3, shard=1)
+    config = ShardConfig(process="ttbar", events=40, seed=3, shard=1, jet_pt_min=PT_MIN,
+                         jet_eta_max=ETA_MAX, pileup_tracks=400.0)
+    cli.run_shard(config, tmp_path / "b.root")
+    with_pu = uproot.open(tmp_path / "b.root")["events"].arrays()
+    # the hard scatter is the same; pile-up only adds tracks, all passing the selection
+    assert ak.all(with_pu["jet_pt"] == without["jet_pt"])
+    assert ak.count(with_pu["jet_trk_pt"]) > 1.05 * ak.count(without["jet_trk_pt"])
+    assert ak.all(abs(with_pu["jet_trk_z0SinTheta"]) < 5.0)
+    assert ak.all(abs(with_pu["jet_trk_d0"]) < 3.5)

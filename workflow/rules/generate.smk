@@ -23,4 +23,5 @@ rule generate:
         "{FLAVOURFLOW} generate --process {params.gen[process]} --ecm {params.gen[ecm_gev]}"
         " --events {params.gen[events_per_shard]} --seed {params.gen[seed]}"
         " --shard {wildcards.shard} --jet-pt-min {params.gen[jet_pt_min]}"
-        " --jet-eta-max {params.gen[jet_eta_max]} --output {output} > {log} 2>&1"
+        " --jet-eta-max {params.gen[jet_eta_max]} --pileup-tracks {params.gen[pileup_tracks]}"
+        " --output {output} > {log} 2>&1"

@@ -50,12 +50,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="centre-of-mass energy in GeV (the one argument not in MeV)")
     p.add_argument("--jet-pt-min", type=float, default=15 * GeV, help="jet pT cut, MeV")
     p.add_argument("--jet-eta-max", type=float, default=2.8, help="jet |eta| cut")
+    p.add_argument("--pileup-tracks", type=float, default=0.0,
+                   help="mean number of pile-up tracks per event (Poisson), before selection")
 
 
 def main(args: argparse.Namespace) -> int:
     config = ShardConfig(process=args.process, events=args.events, seed=args.seed,
                          shard=args.shard, ecm_gev=args.ecm, jet_pt_min=args.jet_pt_min,
-                         jet_eta_max=args.jet_eta_max)
+                         jet_eta_max=args.jet_eta_max, pileup_tracks=args.pileup_tracks)
     run_shard(config, args.output)
     return 0
 
@@ -76,6 +78,9 @@ def process_batch(particles: Particles, config: ShardConfig, charges: ChargeTabl
     lap("clustering")
     labels = jetlib.label_jets(particles, jets)
     tracks = tracklib.reconstruct(particles, charges, rng)
+    if config.pileup_tracks > 0:
+        tracks = tracklib.concatenate(
+            tracks, tracklib.pileup(particles.n_events, config.pileup_tracks, rng))
     track_jet = jetlib.nearest_jet(tracks.eta, tracks.phi, tracks.event, jets, TRACK_DR_MAX)
     keep = jetlib.select(jets, pt_min, config.jet_eta_max)
     stored = np.cumsum(keep) - 1  # index among the stored jets

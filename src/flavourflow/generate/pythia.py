@@ -72,6 +72,7 @@ class ShardConfig:
     ecm_gev: float = 13_000.0
     jet_pt_min: float = 15 * GeV
     jet_eta_max: float = 2.8
+    pileup_tracks: float = 0.0
 
     def validate(self) -> None:
         """Raise FlavourflowError for a setting that cannot make a sensible shard."""
@@ -93,6 +94,9 @@ class ShardConfig:
                                    field="jet_pt_min")
         if self.jet_eta_max <= 0:
             raise FlavourflowError(f"must be > 0, got {self.jet_eta_max}", field="jet_eta_max")
+        if self.pileup_tracks < 0:
+            raise FlavourflowError(f"must be >= 0, got {self.pileup_tracks}",
+                                   field="pileup_tracks")
 
 
 def derive_seed(seed: int, shard: int, stream: str = "pythia") -> int:

@@ -19,7 +19,9 @@ Resolutions (p in GeV):
     sigma(pT)/pT     = 0.012 (+) 0.0004 pT                    (smeared in q/pT)
     sigma_phi, theta = 1e-4 (+) 1.5e-3 / p                     rad
 A fraction TAIL_FRACTION of tracks has its impact parameters smeared TAIL_SCALE times wider
-than the stored sigma (fakes, hadronic interactions, wrong hits): a non-Gaussian tail.
+than the stored sigma (wrong hits, multiple scattering tails): a non-Gaussian tail, and a
+fraction FAKE_FRACTION are fakes or hadronic-interaction products with random impact
+parameters. Optional pile-up: soft prompt tracks from other vertices spread along z.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ PT_A, PT_B = 0.012, 0.0004  # 1, 1/GeV
 ANGLE_A, ANGLE_B = 1e-4, 1.5e-3  # rad, rad GeV
 TAIL_FRACTION = 0.03
 TAIL_SCALE = 3.0
+#: Share of tracks that are fakes or products of hadronic interactions in the material: their
+#: impact parameters are unrelated to the particle's origin (uniform within FAKE_IP_RANGE mm).
+FAKE_FRACTION = 0.005
+FAKE_IP_RANGE = 3.0
+#: Pile-up stand-in: vertices spread along z like the beam spot (mm), soft tracks (GeV).
+PILEUP_SIGMA_Z, PILEUP_MEAN_PT = 40.0, 1.0
 _PT_PRESELECT = 0.4  # GeV, truth: migration from below is negligible at 1% resolution
 _ETA_PRESELECT = 2.7
 
@@ -102,9 +110,10 @@ def reconstruct(particles: Particles, charges: ChargeTable, rng: np.random.Gener
     n = len(idx)
 
     gauss = rng.standard_normal((5, n))
-    uniform = rng.random((2, n))
+    uniform = rng.random((5, n))
     found = uniform[0] < EFFICIENCY
     tail = np.where(uniform[1] < TAIL_FRACTION, TAIL_SCALE, 1.0)
+    fake = uniform[2] < FAKE_FRACTION
 
     theta = 2.0 * np.arctan(np.exp(-eta))
     p = pt * np.cosh(eta)
@@ -120,10 +129,41 @@ def reconstruct(particles: Particles, charges: ChargeTable, rng: np.random.Gener
     pv = particles.pv[event]
     d0, z0st = impact_parameters(particles.x[idx] - pv[:, 0], particles.y[idx] - pv[:, 1],
                                  particles.z[idx] - pv[:, 2], phi, theta)
-    d0_s = d0 + tail * sigma_d0 * gauss[3]
-    z0st_s = z0st + tail * sigma_z0st * gauss[4]
+    d0_s = np.where(fake, FAKE_IP_RANGE * (2 * uniform[3] - 1), d0 + tail * sigma_d0 * gauss[3])
+    z0st_s = np.where(fake, FAKE_IP_RANGE * (2 * uniform[4] - 1),
+                      z0st + tail * sigma_z0st * gauss[4])
 
-    keep = (found & (pt_s > PT_MIN) & (np.abs(eta_s) < ETA_MAX) & (np.abs(d0_s) < D0_MAX)
-            & (np.abs(z0st_s) < Z0_SIN_THETA_MAX))
-    return Tracks(event[keep], pt_s[keep], eta_s[keep], phi_s[keep], charge[keep], d0_s[keep],
-                  z0st_s[keep], sigma_d0[keep], sigma_z0st[keep])
+    return _selected(Tracks(event[found], pt_s[found], eta_s[found], phi_s[found],
+                            charge[found], d0_s[found], z0st_s[found], sigma_d0[found],
+                            sigma_z0st[found]))
+
+
+def _selected(tracks: Tracks) -> Tracks:
+    """The reconstructed-level track selection."""
+    return tracks.take((tracks.pt > PT_MIN) & (np.abs(tracks.eta) < ETA_MAX)
+                       & (np.abs(tracks.d0) < D0_MAX)
+                       & (np.abs(tracks.z0_sin_theta) < Z0_SIN_THETA_MAX))
+
+
+def pileup(n_events: int, mean_tracks: float, rng: np.random.Generator) -> Tracks:
+    """Soft tracks from ``mean_tracks`` (Poisson mean per event) pile-up particles: prompt in
+    the transverse plane, from a vertex elsewhere along the beam, after the same selection
+    (so only those from vertices close to the hard-scatter one survive the z0 cut)."""
+    counts = rng.poisson(mean_tracks, n_events)
+    n = int(counts.sum())
+    event = np.repeat(np.arange(n_events), counts)
+    pt = PT_MIN + rng.exponential(PILEUP_MEAN_PT, n)
+    eta = rng.uniform(-ETA_MAX, ETA_MAX, n)
+    phi = rng.uniform(-np.pi, np.pi, n)
+    sin_theta = 1.0 / np.cosh(eta)
+    sigma_d0, sigma_z0st = ip_resolution(pt / sin_theta, sin_theta)
+    dz = np.sqrt(2.0) * PILEUP_SIGMA_Z * rng.standard_normal(n)  # pile-up minus hard vertex
+    d0 = sigma_d0 * rng.standard_normal(n)
+    z0st = dz * sin_theta + sigma_z0st * rng.standard_normal(n)
+    charge = rng.choice(np.array([-1.0, 1.0]), n)
+    return _selected(Tracks(event, pt, eta, phi, charge, d0, z0st, sigma_d0, sigma_z0st))
+
+
+def concatenate(a: Tracks, b: Tracks) -> Tracks:
+    """The tracks of ``a`` then those of ``b``."""
+    return Tracks(**{k: np.concatenate([v, getattr(b, k)]) for k, v in vars(a).items()})
