@@ -21,16 +21,17 @@ from flavourflow.core.flavours import GeV
 PROCESSES: dict[str, tuple[str, ...]] = {
     "ttbar": ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on"),
     # Z' -> d, u, s, c, b quark pairs (Pythia's default Z' couplings) with a forced very
-    # broad line shape, so that jets cover a wide pT range (a stand-in for ATLAS's flat-pT
-    # Z' sample); the spectrum still falls with pT, as no event weights are used.
+    # broad line shape (m0 = width = 4 TeV, 0.5-7 TeV), so that jets cover a wide pT range
+    # (a stand-in for ATLAS's flat-pT Z' sample): leading-jet pT median ~0.5 TeV, 99th
+    # percentile ~1.4 TeV. The spectrum still falls with pT, as no event weights are used.
     "zprime": (
         "NewGaugeBoson:ffbar2gmZZprime = on",
         "Zprime:gmZmode = 3",
-        "32:m0 = 1500.",
-        "32:mWidth = 1500.",
+        "32:m0 = 4000.",
+        "32:mWidth = 4000.",
         "32:doForceWidth = on",
-        "32:mMin = 200.",
-        "32:mMax = 6000.",
+        "32:mMin = 500.",
+        "32:mMax = 7000.",
         "32:onMode = off",
         "32:onIfAny = 1 2 3 4 5",
     ),
