@@ -16,7 +16,7 @@ def test_plots_and_summary(dumped: Path, tmp_path: Path) -> None:
     out = tmp_path / "inspect"
     summary = core.run(dumped, out, n_bins=20, working_points=[0.5, 0.7], title="t",
                        block_size=97)
-    for stem in ("jet_inputs", "track_inputs", "baselines_roc"):
+    for stem in ("jet_inputs", "track_inputs", "ip_significance", "baselines_roc"):
         assert (out / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
         assert (out / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "summary.json").read_text()) == summary

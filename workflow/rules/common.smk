@@ -101,7 +101,8 @@ def inspect_outputs():
     return expand(
         "results/inspect/{sample}/{name}",
         sample=SAMPLES,
-        name=["summary.json", "jet_inputs.pdf", "track_inputs.pdf", "baselines_roc.pdf"],
+        name=["summary.json", "jet_inputs.pdf", "track_inputs.pdf", "ip_significance.pdf",
+              "baselines_roc.pdf"],
     )
 
 

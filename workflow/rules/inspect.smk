@@ -9,7 +9,7 @@ rule inspect:
         summary="results/inspect/{sample}/summary.json",
         plots=expand(
             "results/inspect/{{sample}}/{name}.{ext}",
-            name=["jet_inputs", "track_inputs", "baselines_roc"],
+            name=["jet_inputs", "track_inputs", "ip_significance", "baselines_roc"],
             ext=["pdf", "png"],
         ),
     params:

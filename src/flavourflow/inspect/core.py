@@ -27,23 +27,32 @@ log = logging.getLogger(__name__)
 NOT_INPUTS = {"eventNumber", "jetIndex", "mcEventWeight", LABEL_FIELD,
               "HadronConeExclTruthLabelPt", "HadronConeExclTruthLabelLxy"}
 BASELINES = ("ip2d_llr", "sv_sig")
+#: Lifetime-signed impact-parameter significances, shown on a fixed wide range for validation.
+IP_SIGNIFICANCES = ("IP3D_signed_d0_significance", "IP3D_signed_z0_significance")
+IP_EDGES = np.linspace(-20.0, 40.0, 121)
 
 
 class FlavourHistograms:
     """Per-flavour histograms of several variables, binned from the first block seen."""
 
-    def __init__(self, names: Sequence[str], n_bins: int) -> None:
+    def __init__(self, names: Sequence[str], n_bins: int,
+                 edges: dict[str, np.ndarray] | None = None) -> None:
         self.names, self.n_bins = list(names), n_bins
         self.edges: dict[str, np.ndarray] = {}
         self.counts: dict[str, dict[str, np.ndarray]] = {}
+        for name, fixed in (edges or {}).items():
+            self._set_edges(name, np.asarray(fixed, dtype=np.float64))
+
+    def _set_edges(self, name: str, edges: np.ndarray) -> None:
+        self.edges[name] = edges
+        self.counts[name] = {f.name: np.zeros(len(edges) - 1) for f in ALL_FLAVOURS}
 
     def fill(self, values: dict[str, np.ndarray], labels: np.ndarray) -> None:
         for name in self.names:
             x = values[name].astype(np.float64)
             if name not in self.edges:
-                edges = self._binning(x, np.issubdtype(values[name].dtype, np.integer))
-                self.edges[name] = edges
-                self.counts[name] = {f.name: np.zeros(len(edges) - 1) for f in ALL_FLAVOURS}
+                self._set_edges(name, self._binning(x, np.issubdtype(values[name].dtype,
+                                                                     np.integer)))
             for flav in ALL_FLAVOURS:
                 sel = x[labels == flav.label]
                 clipped = np.clip(sel[np.isfinite(sel)], self.edges[name][0],
@@ -90,6 +99,8 @@ def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float]
         track_vars = [n for n in tracks.dtype.names if n != "valid"]
         jet_hists = FlavourHistograms(jet_vars, n_bins)
         track_hists = FlavourHistograms(track_vars, n_bins)
+        ip_hists = FlavourHistograms(IP_SIGNIFICANCES, len(IP_EDGES) - 1,
+                                     edges=dict.fromkeys(IP_SIGNIFICANCES, IP_EDGES))
         n_displaced_light = 0
         for start in range(0, len(jets), block_size):
             j = jets[start : start + block_size]
@@ -98,6 +109,7 @@ def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float]
             valid = t["valid"]
             track_labels = np.broadcast_to(j[LABEL_FIELD][:, None], valid.shape)[valid]
             track_hists.fill({n: t[n][valid] for n in track_vars}, track_labels)
+            ip_hists.fill({n: t[n][valid] for n in IP_SIGNIFICANCES}, track_labels)
             sig = np.where(valid, np.abs(t["IP3D_signed_d0_significance"]), 0.0)
             n_displaced_light += int(np.count_nonzero(
                 ((sig > 3).sum(axis=1) >= 2) & (j[LABEL_FIELD] == LIGHT.label)))
@@ -110,6 +122,7 @@ def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float]
                                path=sample, field=LABEL_FIELD)
     jet_hists.plot(outdir / "jet_inputs", f"{title}: jet inputs")
     track_hists.plot(outdir / "track_inputs", f"{title}: track inputs (valid tracks)")
+    ip_hists.plot(outdir / "ip_significance", f"{title}: impact-parameter significances")
 
     effs = np.linspace(0.5, 0.99, 50)
     fig, axes = figure(1, 2, figsize=(11, 4.5))
