@@ -101,3 +101,20 @@ def test_constant_variable_is_refused_and_nothing_written(merged: Path, tmp_path
 def test_missing_variable_names_file_and_field(merged: Path, tmp_path: Path):
     with pytest.raises(FlavourflowError, match=r"merged\.h5: field 'nope'"):
         preprocess.run(merged, tmp_path / "pre", settings(variables=["nope"]))
+
+
+def test_hybrid_merge_takes_each_input_in_its_pt_window(tmp_path: Path, merged: Path) -> None:
+    low, high = tmp_path / "part0.h5", tmp_path / "part1.h5"
+    out = tmp_path / "hybrid.h5"
+    threshold = 50_000.0
+    merge.run([low, high], out, block_size=64, pt_windows=[(0.0, threshold),
+                                                          (threshold, np.inf)])
+    with h5py.File(out) as h, h5py.File(low) as a, h5py.File(high) as b:
+        jets = h["jets"][...]
+        expect_low = a["jets"][...][a["jets"]["pt"] < threshold]
+        expect_high = b["jets"][...][b["jets"]["pt"] >= threshold]
+        assert jets.tobytes() == expect_low.tobytes() + expect_high.tobytes()
+        assert len(h["tracks"]) == len(jets)
+        assert json.loads(h.attrs["merged_from"])[1]["pt_window"] == [threshold, None]
+    with pytest.raises(FlavourflowError, match="pt_windows"):
+        merge.run([low, high], tmp_path / "bad.h5", pt_windows=[(0.0, 1.0)])

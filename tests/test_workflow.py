@@ -39,7 +39,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Jobs `snakemake -n` would run, per rule."""
-    out = snakemake(workdir, "-n", "--quiet", "rules", *args).stdout
+    out = snakemake(workdir, *args, "-n", "--quiet", "rules").stdout
     if "Nothing to be done" in out:
         return {}
     counts = dict(re.findall(r"^\s*([A-Za-z_]\w*)\s+(\d+)\s*$", out, flags=re.M))
@@ -64,6 +64,26 @@ def test_wrong_type_fails_and_names_the_key(tmp_path: Path) -> None:
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "On instance['dump']['max_tracks']" in output and "'many'" in output
+
+
+def test_hybrid_sample_plans_both_components_and_the_pt_windows(tmp_path: Path) -> None:
+    work = copy_checkout(tmp_path)
+    generator = {"process": "zprime", "shards": 3, "events_per_shard": 10, "seed": 2}
+    overlay = {"samples": {"zprime": {"source": "generator", "generator": generator},
+                           "hybrid": {"source": "hybrid", "hybrid": {
+                               "low": "ttbar", "high": "zprime", "pt_threshold": 250000.0}}},
+               "evaluate": {"samples": ["hybrid"]}}
+    (work / "hybrid.yaml").write_text(yaml.safe_dump(overlay))
+    result = snakemake(work, "results/merge/hybrid.h5", "-n", "-p", "--configfile",
+                       "hybrid.yaml")
+    assert "--inputs results/merge/ttbar.h5 results/merge/zprime.h5" in result.stdout
+    assert "--pt-windows 0:250000.0 250000.0:inf" in result.stdout
+    assert planned_jobs(work, "results/merge/hybrid.h5", "--configfile", "hybrid.yaml") == {
+        "generate": 7, "dump": 7, "merge": 3}
+    overlay["samples"]["hybrid"]["hybrid"]["high"] = "hybrid"
+    (work / "bad.yaml").write_text(yaml.safe_dump(overlay))
+    bad = snakemake(work, "-n", "--configfile", "bad.yaml", check=False)
+    assert bad.returncode != 0 and "samples.hybrid.hybrid.high" in bad.stdout + bad.stderr
 
 
 @pytest.mark.slow

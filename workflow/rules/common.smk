@@ -48,6 +48,11 @@ def _check_references():
     if abs(total - 1.0) > 1e-9:
         raise ValueError(f"config: preprocess.split: fractions add up to {total}, not 1")
     for sample, entry in SAMPLES.items():
+        for part in ("low", "high") if entry["source"] == "hybrid" else ():
+            other = entry["hybrid"][part]
+            if other not in SAMPLES or SAMPLES[other]["source"] == "hybrid":
+                raise ValueError(f"config: samples.{sample}.hybrid.{part}: '{other}' is not a"
+                                 " generated or file sample")
         if entry["source"] == "files":
             stems = [Path(f).stem for f in entry["files"]]
             if len(set(stems)) != len(stems):

@@ -11,10 +11,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--inputs", type=Path, nargs="+", required=True)
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--compression", default="lzf", choices=("lzf", "gzip", "none"))
+    p.add_argument("--pt-windows", nargs="+", metavar="LOW:HIGH",
+                   help="keep only jets with LOW <= pT < HIGH (MeV) from each input, in order:"
+                   " a hybrid sample")
 
 
 def main(args: argparse.Namespace) -> int:
     from flavourflow.merge import core
 
-    core.run(args.inputs, args.output, compression=args.compression)
+    windows = None if args.pt_windows is None else [core.parse_window(w)
+                                                      for w in args.pt_windows]
+    core.run(args.inputs, args.output, compression=args.compression, pt_windows=windows)
     return 0

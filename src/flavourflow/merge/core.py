@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.outputs import atomic_path
@@ -33,23 +34,48 @@ def _check_compatible(sources: Sequence[Path]) -> None:
                     )
 
 
+def parse_window(text: str) -> tuple[float, float]:
+    """``"LOW:HIGH"`` (MeV, HIGH may be ``inf``) -> (low, high)."""
+    low, _, high = text.partition(":")
+    return float(low), float(high)
+
+
 def run(sources: Sequence[Path], output: Path, block_size: int = 100_000,
-        compression: str = "lzf") -> int:
-    """Concatenate ``sources`` in the given order into ``output``; return the jet count."""
+        compression: str = "lzf",
+        pt_windows: Sequence[tuple[float, float]] | None = None) -> int:
+    """Concatenate ``sources`` in the given order into ``output``; return the jet count.
+
+    With ``pt_windows`` (one (low, high) per source), only the jets of each source with
+    low <= pT < high are kept: a hybrid sample, e.g. ttbar below 250 GeV and Z' above.
+    """
+    if pt_windows is not None and len(pt_windows) != len(sources):
+        raise FlavourflowError(f"{len(pt_windows)} pT windows for {len(sources)} inputs",
+                               field="pt_windows")
     _check_compatible(sources)
     provenance = []
     with atomic_path(output) as tmp:
         writer = TDDWriter(tmp, compression)
         try:
-            for path in sources:
+            for k, path in enumerate(sources):
+                low, high = pt_windows[k] if pt_windows is not None else (-np.inf, np.inf)
                 with h5py.File(path, "r") as f:
                     n = len(f["jets"])
+                    kept = 0
                     for start in range(0, n, block_size):
                         stop = min(start + block_size, n)
-                        writer.append(f["jets"][start:stop], f["tracks"][start:stop])
+                        jets, tracks = f["jets"][start:stop], f["tracks"][start:stop]
+                        if pt_windows is not None:
+                            keep = (jets["pt"] >= low) & (jets["pt"] < high)
+                            jets, tracks = jets[keep], tracks[keep]
+                        writer.append(jets, tracks)
+                        kept += len(jets)
                     attrs = dict(f.attrs)
-                provenance.append({"file": str(path), "n_jets": n,
-                                   "source_files": json.loads(attrs.get("source_files", "[]"))})
+                provenance.append({"file": str(path), "n_jets": kept,
+                                   "pt_window": None if pt_windows is None else
+                                   [low, high if np.isfinite(high) else None],
+                                   # a merged input (hybrid) carries its own provenance
+                                   "source_files": json.loads(attrs.get("source_files")
+                                                              or attrs.get("merged_from", "[]"))})
             writer.attrs(
                 merged_from=provenance,
                 selection=json.loads(attrs.get("selection", "{}")),
