@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from flavourflow.core.flavours import WORKING_POINTS
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="ROC, rejections and plots of an exported network")
@@ -14,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--history", type=Path, required=True, help="history.csv of the training")
     p.add_argument("--outdir", type=Path, required=True)
     p.add_argument("--fc", type=float, default=0.018, help="charm fraction f_c in D_b")
-    p.add_argument("--working-points", type=float, nargs="+", default=[0.6, 0.7, 0.77, 0.85])
+    p.add_argument("--working-points", type=float, nargs="+", default=list(WORKING_POINTS))
     p.add_argument("--title", default="")
 
 

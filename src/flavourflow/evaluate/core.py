@@ -18,9 +18,9 @@ import numpy as np
 from flavourflow.core import roc
 from flavourflow.core import split as splitting
 from flavourflow.core.errors import FlavourflowError
-from flavourflow.core.flavours import BOTTOM, CHARM, CLASSES, LABEL_FIELD, LIGHT
+from flavourflow.core.flavours import BOTTOM, CLASSES, LABEL_FIELD
 from flavourflow.core.outputs import atomic_path, write_json
-from flavourflow.core.plots import figure, save
+from flavourflow.core.plots import figure, rejection_curves, save
 from flavourflow.export.evaluator import LightweightGraph
 
 log = logging.getLogger(__name__)
@@ -106,22 +106,8 @@ def plot_roc(scores: Path, stem: Path, title: str) -> None:
     """Light and c rejection vs b efficiency, network against baselines."""
     with h5py.File(scores, "r") as f:
         jets = f["jets"][...]
-    effs = np.linspace(0.5, 0.99, 50)
-    fig, axes = figure(1, 2, figsize=(11, 4.5))
-    for tagger, style in (("D_b", "-"), ("ip2d_llr", "--"), ("sv_sig", ":")):
-        flav = _by_flavour(jets, tagger)
-        label = "network" if tagger == "D_b" else tagger
-        for ax, bkg in zip(axes, (LIGHT, CHARM), strict=True):
-            ax.plot(effs, roc.roc_curve(flav["bottom"], flav[bkg.name], effs), style,
-                    label=label)
-    for ax, bkg in zip(axes, (LIGHT, CHARM), strict=True):
-        ax.set_yscale("log")
-        ax.set_xlabel("b-jet efficiency")
-        ax.set_ylabel(f"{bkg.name}-jet rejection")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    save(fig, stem)
+    rejection_curves({"network" if tagger == "D_b" else tagger: _by_flavour(jets, tagger)
+                      for tagger in ("D_b", *BASELINES)}, stem, title)
 
 
 def plot_discriminant(scores: Path, stem: Path, title: str) -> None:

@@ -19,7 +19,7 @@ from flavourflow.core import roc
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import ALL_FLAVOURS, BOTTOM, CHARM, LABEL_FIELD, LIGHT
 from flavourflow.core.outputs import write_json
-from flavourflow.core.plots import figure, save
+from flavourflow.core.plots import figure, rejection_curves, save
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +124,11 @@ def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float]
     track_hists.plot(outdir / "track_inputs", f"{title}: track inputs (valid tracks)")
     ip_hists.plot(outdir / "ip_significance", f"{title}: impact-parameter significances")
 
-    effs = np.linspace(0.5, 0.99, 50)
-    fig, axes = figure(1, 2, figsize=(11, 4.5))
-    baselines = {}
-    for name in BASELINES:
-        by_flav = {f.name: columns[name][labels == f.label] for f in (LIGHT, CHARM, BOTTOM)}
-        for ax, bkg in zip(axes, (LIGHT, CHARM), strict=True):
-            ax.plot(effs, roc.roc_curve(by_flav["bottom"], by_flav[bkg.name], effs), label=name)
+    by_tagger = {name: {f.name: columns[name][labels == f.label] for f in (LIGHT, CHARM, BOTTOM)}
+                 for name in BASELINES}
+    rejection_curves(by_tagger, outdir / "baselines_roc", f"{title}: baseline taggers")
+    baselines: dict[str, dict] = {}
+    for name, by_flav in by_tagger.items():
         baselines[name] = {}
         for wp in working_points:
             cut = roc.cut_for_efficiency(by_flav["bottom"], wp)
@@ -138,14 +136,6 @@ def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float]
                 "light_rejection": roc.rejection(by_flav["light"], cut)[0],
                 "c_rejection": roc.rejection(by_flav["charm"], cut)[0],
             }
-    for ax, bkg in zip(axes, (LIGHT, CHARM), strict=True):
-        ax.set_yscale("log")
-        ax.set_xlabel("b-jet efficiency")
-        ax.set_ylabel(f"{bkg.name}-jet rejection")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"{title}: baseline taggers")
-    save(fig, outdir / "baselines_roc")
 
     n_all = sum(counts.values())
     summary = {
