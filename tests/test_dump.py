@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import uproot
-from factories import write_ntuple
+from factories import synthetic_events, write_ntuple
 
 from flavourflow.core.flavours import LABEL_FIELD
 from flavourflow.dump import core, ntuple
@@ -113,6 +113,15 @@ def _zero_events(tmp_path: Path, ntuple: Path) -> Path:
     return write_ntuple(tmp_path / "empty.root", 0)
 
 
+def _wrong_type(tmp_path: Path, ntuple: Path) -> Path:
+    """One number per event where a list per event (one per jet) is expected."""
+    branches = synthetic_events(50)
+    branches["jet_eta"] = np.zeros(50, dtype=np.float32)
+    with uproot.recreate(tmp_path / "scalar.root") as f:
+        f["events"] = branches
+    return tmp_path / "scalar.root"
+
+
 @pytest.mark.parametrize(
     ("make_bad", "extra_args", "expected"),
     [
@@ -120,9 +129,11 @@ def _zero_events(tmp_path: Path, ntuple: Path) -> Path:
         (_not_root, (), "not a readable ROOT file"),
         (_missing_branch, (), "field 'jet_trk_d0': missing branch"),
         (_zero_events, (), "field 'events': tree has zero events"),
+        (_wrong_type, (), "field 'jet_eta': branch has type float32, expected var * any"),
         (lambda tmp, nt: nt, ("--pt-min", "1e12"), "field 'jet_pt': no jet passes"),
     ],
-    ids=["truncated", "not-root", "missing-branch", "zero-events", "no-jet-selected"],
+    ids=["truncated", "not-root", "missing-branch", "zero-events", "wrong-type",
+         "no-jet-selected"],
 )
 def test_bad_input_one_line_error_no_output(tmp_path, ntuple, make_bad, extra_args, expected):
     bad = make_bad(tmp_path, ntuple)

@@ -62,3 +62,45 @@ def test_network_equal_to_a_baseline_gets_its_rejections(dumped: Path, tmp_path:
             baseline["working_points"][wp]["light_rejection"]
     for stem in ("roc", "discriminant", "training"):
         assert (out / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_network_with_track_inputs_and_a_log_variable(dumped: Path, tmp_path: Path) -> None:
+    """D_b = sum of d0 significance over the first 3 valid tracks + 0.5 log(pt): the stage
+    must read the test jets' tracks, keep max_tracks of them with their valid flags, and
+    compute log_pt from the dump's pt."""
+    graph = {
+        "inputs": [{"name": "jets", "variables": [
+            {"name": "log_pt", "offset": 0.0, "scale": 1.0, "default": 0.0}]}],
+        "input_sequences": [{"name": "tracks", "variables": [
+            {"name": "IP3D_signed_d0_significance", "offset": 0.0, "scale": 1.0}]}],
+        "layers": [
+            {"architecture": "dense", "weights": [1.0], "bias": [0.0], "activation": "linear"},
+            {"architecture": "dense", "weights": [0, 0, 0, 0, 1.0, 0.5], "bias": [0, 0, 0],
+             "activation": "softmax"}],
+        "nodes": [{"type": "input", "sources": [0], "size": 1},
+                  {"type": "input_sequence", "sources": [0], "size": 1},
+                  {"type": "time_distributed", "sources": [1], "layer_index": 0},
+                  {"type": "sum", "sources": [2]},
+                  {"type": "concatenate", "sources": [3, 0]},
+                  {"type": "feed_forward", "sources": [4], "layer_index": 1}],
+        "outputs": {"m": {"node_index": 5, "labels": ["pu", "pc", "pb"]}},
+    }
+    (tmp_path / "network.json").write_text(json.dumps(graph))
+    variables = {"inputs": graph["inputs"],
+                 "input_sequences": [{**graph["input_sequences"][0], "max_tracks": 3}],
+                 "outputs": [{"name": "m", "labels": ["pu", "pc", "pb"]}], "split": SPLIT}
+    (tmp_path / "variables.json").write_text(json.dumps(variables))
+    (tmp_path / "history.csv").write_text("epoch,loss,val_loss\n0,1.0,1.1\n")
+    out = tmp_path / "eval"
+    core.run(tmp_path / "network.json", tmp_path / "variables.json", dumped,
+             tmp_path / "history.csv", out, f_c=0.1, working_points=[0.7], title="t")
+
+    with h5py.File(dumped) as f:
+        test = split.mask(f["jets"]["eventNumber"], "test", SPLIT["fractions"], SPLIT["seed"])
+        jets, tracks = f["jets"][...][test], f["tracks"][...][test][:, :3]
+    assert tracks["valid"][:, :3].all(axis=1).any() and (~tracks["valid"]).any()
+    sd0 = np.where(tracks["valid"], tracks["IP3D_signed_d0_significance"], 0.0).sum(axis=1)
+    expected = sd0 + 0.5 * np.log(jets["pt"].astype(np.float64))
+    with h5py.File(out / "scores.h5") as f:
+        scores = f["jets"][...]
+    np.testing.assert_allclose(scores["D_b"], expected, rtol=1e-5, atol=1e-4)

@@ -1,10 +1,14 @@
-"""The export stage end to end: model.keras + variables.json + test memmaps -> outputs."""
+"""The export stage end to end: model.keras + variables.json + test memmaps -> outputs
+(network.json, model.onnx, closure.json, inputs.json), Keras vs numpy-lwtnn vs onnxruntime."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
+import stat
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +17,15 @@ from numpy.lib.format import open_memmap
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 keras = pytest.importorskip("keras")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
 
+import flavourflow  # noqa: E402
 from flavourflow.core.errors import FlavourflowError  # noqa: E402
 from flavourflow.export import cli, closure  # noqa: E402
 from flavourflow.export.evaluator import LightweightGraph  # noqa: E402
 from flavourflow.export.layers import MaskedSum  # noqa: E402
+from flavourflow.export.onnx import read_metadata  # noqa: E402
 
 layers = keras.layers
 JET_VARS = ["pt", "eta", "ip2d_llr", "sv_mass"]
@@ -88,7 +96,7 @@ def jet_model_dir(tmp_path_factory) -> Path:
 
 
 def run(work: Path, out: Path, variables: str = "variables.json", **kwargs) -> dict:
-    kwargs = {"tolerance": 1e-5, "max_jets": 20000, **kwargs}
+    kwargs = {"tolerance": 1e-5, "max_jets": 20000, "onnx_out": out / "model.onnx", **kwargs}
     return closure.run(
         work / "model.keras",
         work / variables,
@@ -102,11 +110,21 @@ def run(work: Path, out: Path, variables: str = "variables.json", **kwargs) -> d
 
 def test_closure_passes_and_writes_outputs(jet_model_dir: Path, tmp_path: Path):
     summary = run(jet_model_dir, tmp_path, max_jets=300, chunk_size=128)
-    print(f"jet model: max |Keras - lwtnn| = {summary['max_abs_diff_overall']:.2e}")
-    assert summary["passed"] and summary["n_jets"] == 300
+    print(f"jet model: max |diff| per pair = {summary['max_abs_diff']}")
+    assert summary["passed"] and summary["n_jets"] == 300 and summary["n_edge_jets"] == 0
     assert summary["max_abs_diff_overall"] <= 1e-6
-    assert set(summary["max_abs_diff_by_label"]["tutorial"]) == {"pu", "pc", "pb"}
+    assert set(summary["max_abs_diff"]) == {"keras_vs_lwtnn", "keras_vs_onnx", "lwtnn_vs_onnx"}
+    for pair, result in summary["comparisons"].items():
+        assert result["max_abs_diff"] == summary["max_abs_diff"][pair] <= 1e-6
+        assert set(result["by_output"]["tutorial"]) == {"pu", "pc", "pb"}
+        assert result["n_nonfinite"] == {"tutorial": 0}
+    assert summary["edge_jets"] == {}  # no sequence input
     assert summary["versions"]["keras"] == keras.__version__
+    if shutil.which(closure.LWTNN_TEST) is None:  # skipped, and recorded as such
+        reason = f"{closure.LWTNN_TEST} not found on PATH"
+        assert summary["lwtnn_cpp"] == {"ran": False, "reason": reason}
+    else:
+        assert summary["lwtnn_cpp"]["passed"] is True
     assert json.loads((tmp_path / "closure.json").read_text()) == summary
 
     # network.json is a LightweightGraph; inputs.json is {node: {variable: raw value}}
@@ -129,6 +147,25 @@ def test_closure_passes_and_writes_outputs(jet_model_dir: Path, tmp_path: Path):
         "tutorial:": {label: [value] for label, value in ref["keras"]["tutorial"].items()}
     }
 
+    # model.onnx: lwtnn names, normalisation + labels + version as metadata, Keras' outputs
+    proto = onnx.load(str(tmp_path / "model.onnx"))
+    onnx.checker.check_model(proto)
+    meta = read_metadata(tmp_path / "model.onnx")
+    assert meta == {p.key: p.value for p in proto.metadata_props}
+    config = json.loads(meta["flavourflow_config"])
+    assert config["inputs"] == json.loads((tmp_path / "network.json").read_text())["inputs"]
+    assert config["inputs"][0]["variables"][0] == jet_variables()[0]  # offset, scale, default
+    assert json.loads(meta["output_labels"]) == {"tutorial": ["pu", "pc", "pb"]}
+    assert meta["flavourflow_version"] == flavourflow.__version__
+    assert "(x + offset) * scale" in meta["normalisation"]
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["jet"]
+    x = np.load(jet_model_dir / "test_jet.npy")[:300]
+    got = session.run(["tutorial"], {"jet": x})[0]
+    want = keras.saving.load_model(jet_model_dir / "model.keras").predict(x, verbose=0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert ref["onnx"]["tutorial"]["pb"] == pytest.approx(got[0, 2], abs=1e-7)
+
 
 def test_failed_closure_leaves_no_network(jet_model_dir: Path, tmp_path: Path):
     """An absurd offset: raw inputs ~1e15 cannot carry the normalised value in float64."""
@@ -136,12 +173,18 @@ def test_failed_closure_leaves_no_network(jet_model_dir: Path, tmp_path: Path):
     variables["inputs"][0]["variables"][2]["offset"] = 1.0e15
     (jet_model_dir / "bad_variables.json").write_text(json.dumps(variables))
     (tmp_path / "network.json").write_text("{}")  # stale output of an earlier run
-    with pytest.raises(FlavourflowError, match="lwtnn closure failed"):
+    (tmp_path / "model.onnx").write_bytes(b"stale")
+    with pytest.raises(FlavourflowError, match="closure failed"):
         run(jet_model_dir, tmp_path, variables="bad_variables.json")
     assert not (tmp_path / "network.json").exists()
+    assert not (tmp_path / "model.onnx").exists()
     assert not (tmp_path / "inputs.json").exists()
     record = json.loads((tmp_path / "closure.json").read_text())
     assert record["passed"] is False and record["max_abs_diff_overall"] > 1e-5
+    # Keras and ONNX both take normalised inputs: only the pairs with lwtnn see the offset
+    assert record["max_abs_diff"]["keras_vs_onnx"] <= 1e-6
+    assert record["max_abs_diff"]["keras_vs_lwtnn"] > 1e-5
+    assert record["max_abs_diff"]["lwtnn_vs_onnx"] > 1e-5
     print(f"perturbed offset: max |Keras - lwtnn| = {record['max_abs_diff_overall']:.2e}")
 
 
@@ -162,47 +205,191 @@ def test_missing_test_file(jet_model_dir: Path, tmp_path: Path):
         run(jet_model_dir, tmp_path, variables="renamed.json")
 
 
-def test_deep_sets_model_with_sequence_memmaps(tmp_path: Path):
-    rng = np.random.default_rng(4)
+N_STEPS = 24
+
+
+@pytest.fixture(scope="module")
+def deep_sets_dir(tmp_path_factory) -> Path:
+    """A DIPS-like model (TimeDistributed(Dense) + MaskedSum on [values, valid]), saved."""
+    work = tmp_path_factory.mktemp("deep_sets")
     keras.utils.set_random_seed(4)
-    n_jets, n_steps = 300, 24
     jet = keras.Input((len(JET_VARS),), name="jet")
-    tracks = keras.Input((n_steps, len(TRACK_VARS)), name="tracks")
-    valid = keras.Input((n_steps,), dtype="bool", name="tracks_valid")
+    tracks = keras.Input((N_STEPS, len(TRACK_VARS)), name="tracks")
+    valid = keras.Input((N_STEPS,), dtype="bool", name="tracks_valid")
     h = layers.TimeDistributed(layers.Dense(12, activation="relu"))(tracks)
     h = layers.TimeDistributed(layers.Dense(6, activation="tanh"))(h)
     x = layers.Concatenate()([MaskedSum()([h, valid]), jet])
     x = layers.Dense(10, activation="elu")(x)
     model = keras.Model([jet, tracks, valid], layers.Dense(3, activation="softmax")(x))
-    model.save(tmp_path / "model.keras")
-
+    model.save(work / "model.keras")
     track_vars = [{"name": n, "offset": 0.1, "scale": 2.0} for n in TRACK_VARS]
     variables = {
         "inputs": [{"name": "jet", "variables": jet_variables()}],
         "input_sequences": [{"name": "tracks", "variables": track_vars}],
         "outputs": [{"name": "deepsets", "labels": ["pu", "pc", "pb"]}],
     }
-    (tmp_path / "variables.json").write_text(json.dumps(variables))
-    mask = rng.random((n_jets, n_steps)) < 0.3
-    mask[0], mask[1] = False, True  # a jet without tracks, and one with the maximum
-    values = rng.normal(0, 1, (n_jets, n_steps, len(TRACK_VARS))).astype("float32")
-    values[~mask] = 0.0
-    write_memmap(tmp_path / "test_jet.npy", rng.normal(0, 1, (n_jets, 4)).astype("float32"))
-    write_memmap(tmp_path / "test_tracks.npy", values)
-    write_memmap(tmp_path / "test_tracks_valid.npy", mask)
+    (work / "variables.json").write_text(json.dumps(variables))
+    return work
 
+
+def deep_sets_data(model_dir: Path, work: Path, mask: np.ndarray, seed: int = 0) -> Path:
+    """Test memmaps for the deep-sets model (NaN padding) next to links to it."""
+    rng = np.random.default_rng(seed)
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("model.keras", "variables.json"):
+        (work / name).symlink_to(model_dir / name)
+    n_jets = len(mask)
+    values = rng.normal(0, 1, (n_jets, N_STEPS, len(TRACK_VARS))).astype("float32")
+    values[~mask] = np.nan  # padding must not leak: MaskedSum and ONNX Where skip it
+    write_memmap(work / "test_jet.npy", rng.normal(0, 1, (n_jets, 4)).astype("float32"))
+    write_memmap(work / "test_tracks.npy", values)
+    write_memmap(work / "test_tracks_valid.npy", mask)
+    return work
+
+
+def sorted_mask(rng, n_jets: int, fraction: float) -> np.ndarray:
+    """Valid tracks first, as the dump orders them."""
+    return np.ascontiguousarray(np.sort(rng.random((n_jets, N_STEPS)) < fraction, axis=1)[:, ::-1])
+
+
+def test_deep_sets_model_with_sequence_memmaps(deep_sets_dir: Path, tmp_path: Path):
+    mask = sorted_mask(np.random.default_rng(1), 300, 0.3)
+    mask[0], mask[1] = False, True  # a jet without tracks, and one with the maximum
+    work = deep_sets_data(deep_sets_dir, tmp_path / "data", mask)
     out = tmp_path / "out"
-    summary = run(tmp_path, out, chunk_size=100)
-    print(f"deep sets: max |Keras - lwtnn| = {summary['max_abs_diff_overall']:.2e}")
-    assert summary["passed"] and summary["n_jets"] == n_jets
+    summary = run(work, out, chunk_size=100)
+    print(f"deep sets: max |diff| per pair = {summary['max_abs_diff']}")
+    assert summary["passed"] and summary["n_jets"] == 300 and summary["n_edge_jets"] == 0
+    assert all(v <= 1e-5 for v in summary["max_abs_diff"].values())
+    assert summary["edge_jets"]["tracks"] == {
+        "max_steps": N_STEPS,
+        "zero_steps": {"origin": "closure set", "n_jets": 1},
+        "max_steps_filled": {"origin": "closure set", "n_jets": 1},
+    }
     assert set(json.loads((out / "inputs.json").read_text())) == {"jet"}  # no sequences
     ref = summary["reference_jet"]
     assert "20 ramp steps" in ref["sequences"]
-    np.testing.assert_allclose(
-        list(ref["keras"]["deepsets"].values()),
-        list(ref["lwtnn_numpy"]["deepsets"].values()),
-        atol=1e-6,
-    )
+    for other in ("keras", "onnx"):
+        np.testing.assert_allclose(
+            list(ref[other]["deepsets"].values()),
+            list(ref["lwtnn_numpy"]["deepsets"].values()),
+            atol=1e-6,
+        )
+    # the ONNX model: names from the lwtnn nodes, the mask as <sequence>_valid, static T
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    inputs = {i.name: i for i in session.get_inputs()}
+    assert list(inputs) == ["jet", "tracks", "tracks_valid"]
+    assert inputs["tracks"].shape[1:] == [N_STEPS, len(TRACK_VARS)]
+    assert inputs["tracks_valid"].type == "tensor(bool)"
+    values = np.load(work / "test_tracks.npy")[:2]
+    got = session.run(
+        ["deepsets"],
+        {"jet": np.load(work / "test_jet.npy")[:2], "tracks": values, "tracks_valid": mask[:2]},
+    )[0]
+    assert np.isnan(values[0]).all() and np.isfinite(got).all()  # NaN padding ignored
+
+
+def test_edge_jets_appended_from_the_rest_of_the_test_set(deep_sets_dir: Path, tmp_path: Path):
+    mask = sorted_mask(np.random.default_rng(2), 200, 0.4)
+    mask[:, 0], mask[:, -1] = True, False  # nobody with 0 or all tracks ...
+    mask[150], mask[170] = False, True  # ... but jets 150 and 170, beyond max_jets
+    work = deep_sets_data(deep_sets_dir, tmp_path / "data", mask)
+    summary = run(work, tmp_path / "out", max_jets=100, chunk_size=64)
+    assert summary["passed"]
+    assert (summary["n_jets"], summary["n_test_jets"], summary["n_edge_jets"]) == (102, 100, 2)
+    record = summary["edge_jets"]["tracks"]
+    assert record["zero_steps"] == {"origin": "test set (appended)", "test_index": 150}
+    assert record["max_steps_filled"] == {"origin": "test set (appended)", "test_index": 170}
+
+
+def test_edge_jets_synthesised_when_the_test_set_lacks_them(deep_sets_dir: Path, tmp_path: Path):
+    mask = sorted_mask(np.random.default_rng(3), 120, 0.4)
+    mask[:, 0], mask[:, -1] = True, False
+    work = deep_sets_data(deep_sets_dir, tmp_path / "data", mask)
+    out = tmp_path / "out"
+    summary = run(work, out, chunk_size=50)
+    print(f"synthetic edge jets: max |diff| per pair = {summary['max_abs_diff']}")
+    assert summary["passed"] and summary["n_jets"] == 122 and summary["n_edge_jets"] == 2
+    record = summary["edge_jets"]["tracks"]
+    assert record["zero_steps"]["origin"] == "synthetic (appended)"
+    assert record["max_steps_filled"]["origin"] == "synthetic (appended)"
+    richest = int(np.argmax(mask.sum(axis=1)))
+    assert f"test jet {richest} ({mask[richest].sum()} steps)" in record["max_steps_filled"][
+        "built_from"
+    ]
+    # the synthetic jets themselves: as closure.py builds them
+    data = closure._TestData(work, LightweightGraph.from_file(out / "network.json"))
+    edge, _ = closure._edge_jets(data, data.n_jets, 50)
+    values, valid = edge[1]["tracks"]
+    assert not valid[0].any() and np.isnan(values[0]).all()  # padded like the real padding
+    assert valid[1].all() and np.isfinite(values[1]).all()
+    np.testing.assert_array_equal(values[1][: mask[richest].sum()], data.take([richest])[1][
+        "tracks"][0][0][: mask[richest].sum()])
+
+
+STAND_IN = """#!{python}
+# Stand-in for lwtnn's C++ lwtnn-test-lightweight-graph (not installable here): same
+# arguments, same printout (std::cout, 6 significant digits), computed by the numpy evaluator.
+import json, sys
+import numpy as np
+from flavourflow.export.evaluator import LightweightGraph, lwtnn_test_sequences
+graph = LightweightGraph.from_file(sys.argv[1])
+inputs = json.load(open(sys.argv[2]))
+raw = {{n.name: np.array([[inputs[n.name][v] for v in n.variables]]) for n in graph.inputs}}
+for name in graph.output_names:
+    print(name + ":")
+    values = graph.compute(raw, lwtnn_test_sequences(graph), name)[0]
+    for label, value in sorted(zip(graph.labels(name), values)):
+        print(label, "%g" % (value + {shift}))
+"""
+
+
+def stand_in(directory: Path, shift: float) -> Path:
+    directory.mkdir()
+    exe = directory / closure.LWTNN_TEST
+    exe.write_text(STAND_IN.format(python=sys.executable, shift=shift))
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    return directory
+
+
+def test_lwtnn_cpp_check_runs_when_on_path(
+    deep_sets_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    mask = sorted_mask(np.random.default_rng(5), 60, 0.5)
+    mask[0], mask[1] = False, True
+    work = deep_sets_data(deep_sets_dir, tmp_path / "data", mask)
+    bin_dir = stand_in(tmp_path / "bin", 0.0)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    summary = run(work, tmp_path / "out")
+    cpp = summary["lwtnn_cpp"]
+    assert cpp["ran"] and cpp["passed"] and cpp["returncode"] == 0
+    assert set(cpp["outputs"]["deepsets"]) == {"pu", "pc", "pb"}
+    ref = summary["reference_jet"]["lwtnn_numpy"]["deepsets"]
+    assert cpp["outputs"]["deepsets"]["pb"] == float(f"{ref['pb']:g}")
+    assert 0 < cpp["max_abs_diff"]["vs_lwtnn_numpy"] <= 5e-6
+    assert cpp["max_abs_diff"]["vs_keras"] <= 1e-5
+    assert not list((tmp_path / "out").glob(".lwtnn-test-*"))  # its scratch files are gone
+
+
+def test_lwtnn_cpp_mismatch_fails_the_closure(jet_model_dir: Path, tmp_path: Path):
+    bin_dir = stand_in(tmp_path / "bin", 1e-3)
+    out = tmp_path / "out"
+    with pytest.raises(FlavourflowError, match="lwtnn C\\+\\+ FAILED"):
+        run(jet_model_dir, out, max_jets=100, lwtnn_test=str(bin_dir / closure.LWTNN_TEST))
+    record = json.loads((out / "closure.json").read_text())
+    assert record["lwtnn_cpp"]["passed"] is False
+    assert record["lwtnn_cpp"]["max_abs_diff"]["vs_lwtnn_numpy"] == pytest.approx(1e-3, rel=1e-3)
+    assert record["max_abs_diff_overall"] <= 1e-5  # the Python-side pairs agree
+    assert not (out / "network.json").exists() and not (out / "model.onnx").exists()
+
+
+def test_parse_lwtnn_test_output():
+    text = "DL1:\npb 0.25\npc 1e-07\npu -nan\nextra:\nx 3\n"
+    parsed = closure.parse_lwtnn_test_output(text)
+    assert parsed["DL1"]["pb"] == 0.25 and parsed["DL1"]["pc"] == 1e-7
+    assert np.isnan(parsed["DL1"]["pu"]) and parsed["extra"] == {"x": 3.0}
+    with pytest.raises(ValueError, match="unexpected line"):
+        closure.parse_lwtnn_test_output("pb 0.25\n")
 
 
 def test_cli(jet_model_dir: Path, tmp_path: Path):
@@ -214,8 +401,11 @@ def test_cli(jet_model_dir: Path, tmp_path: Path):
         + ["--variables", str(jet_model_dir / "variables.json"), "--test-dir", str(jet_model_dir)]
         + ["--network", str(tmp_path / "n.json"), "--closure", str(tmp_path / "c.json")]
         + ["--inputs-json", str(tmp_path / "i.json"), "--max-jets", "50"]
+        + ["--onnx", str(tmp_path / "m.onnx"), "--onnx-opset", "15"]
     )
     assert args.tolerance == 1e-5
     assert cli.main(args) == 0
     assert json.loads((tmp_path / "c.json").read_text())["n_jets"] == 50
     assert (tmp_path / "n.json").is_file() and (tmp_path / "i.json").is_file()
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    assert {o.domain: o.version for o in proto.opset_import}[""] == 15

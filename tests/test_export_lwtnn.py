@@ -1,4 +1,5 @@
-"""Keras 3 -> lwtnn conversion, checked against ``model(x)`` with the numpy evaluator."""
+"""Keras 3 -> lwtnn and -> ONNX conversion, checked against ``model(x)`` with the numpy
+evaluator and onnxruntime."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from flavourflow.core.errors import FlavourflowError  # noqa: E402
 from flavourflow.export.evaluator import LightweightGraph  # noqa: E402
 from flavourflow.export.layers import MaskedSum  # noqa: E402
 from flavourflow.export.lwtnn import convert, keras_to_lwtnn  # noqa: E402
+from flavourflow.export.onnx import OnnxScorer, keras_to_onnx, onnx_input_name  # noqa: E402
 
 layers = keras.layers
 TOLERANCE = 1e-5
@@ -55,8 +57,9 @@ def raw_from_norm(x_norm, node):
     return x_norm.astype(np.float64) / scale - offset
 
 
-def closure(model, variables, feeds):
-    """max |Keras - lwtnn| over all outputs; ``feeds`` are normalised, model.inputs order."""
+def closure(model, variables, feeds, with_onnx=True):
+    """max |Keras - lwtnn|, |Keras - ONNX|, |lwtnn - ONNX| over all outputs; ``feeds`` are
+    normalised, in model.inputs order."""
     graph_json, roles = convert(model, variables)
     text = json.dumps(graph_json, allow_nan=False)  # no NaN/inf anywhere
     graph = LightweightGraph(json.loads(text))
@@ -74,13 +77,20 @@ def closure(model, variables, feeds):
         else:
             valid[role.name] = np.asarray(x, dtype=bool)
     seqs = {name: (sequences[name], valid[name]) for name in sequences}
-    worst = 0.0
-    for name, k in zip(graph.output_names, keras_out, strict=True):
-        diff = np.abs(graph.compute(scalars, seqs, output=name) - k)
-        assert np.all(np.isfinite(diff))
-        worst = max(worst, float(diff.max()))
-    print(f"max |Keras - lwtnn| = {worst:.2e}")
-    return worst
+    lwtnn_out = [graph.compute(scalars, seqs, output=name) for name in graph.output_names]
+    outs = {"keras": keras_out, "lwtnn": lwtnn_out}
+    if with_onnx:
+        scorer = OnnxScorer(keras_to_onnx(model, roles, graph_json).SerializeToString())
+        onnx_feeds = {onnx_input_name(r): x for r, x in zip(roles, feeds, strict=True)}
+        outs["onnx"] = scorer.run(onnx_feeds, graph.output_names)
+    worst = {}
+    for a, b in (("keras", "lwtnn"), ("keras", "onnx"), ("lwtnn", "onnx")):
+        if a in outs and b in outs:
+            diffs = [np.abs(x - y) for x, y in zip(outs[a], outs[b], strict=True)]
+            assert all(np.all(np.isfinite(d)) for d in diffs), (a, b)
+            worst[f"{a}_vs_{b}"] = max(float(d.max()) for d in diffs)
+    print("max |diff|: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
+    return max(worst.values())
 
 
 def set_batch_norm_stats(model, rng):
@@ -226,8 +236,12 @@ def test_deep_sets_with_empty_and_full_jets():
     model = keras.Model([jet, tracks, valid], layers.Dense(3, activation="softmax")(x))
     set_batch_norm_stats(model, rng)
     variables = make_variables(model, rng, skip={"tracks_valid"})
+    variables["input_sequences"][0]["max_tracks"] = n_steps
     graph, roles = convert(model, variables)
     assert [r.kind for r in roles] == ["input", "sequence", "valid"]
+    # kept for the readers of network.json (evaluate, inject); lwtnn ignores unknown keys
+    assert graph["input_sequences"][0]["max_tracks"] == n_steps
+    assert "max_tracks" not in graph["inputs"][0]
     assert {n["type"] for n in graph["nodes"]} >= {"time_distributed", "sum", "concatenate"}
 
     n = 200

@@ -17,13 +17,15 @@ from flavourflow.dump import core as dump
 from flavourflow.dump import ntuple as nt
 from flavourflow.merge import core as merge
 from flavourflow.preprocess import core as preprocess
+from flavourflow.preprocess import shuffle
+from flavourflow.preprocess.resampling import Resampling
 
 VARIABLES = ["ip2d_llr", "sv_sig", "sv_mass"]
 
 
 def settings(**changes) -> preprocess.Settings:
     base = dict(variables=VARIABLES, fractions={"train": 0.6, "val": 0.2, "test": 0.2},
-                split_seed=3, shuffle_seed=4, block_size=333, model_name="m")
+                split_seed=3, shuffle_seed=4, block_size=333, model_name="m", plots=False)
     return preprocess.Settings(**{**base, **changes})
 
 
@@ -118,3 +120,165 @@ def test_hybrid_merge_takes_each_input_in_its_pt_window(tmp_path: Path, merged: 
         assert json.loads(h.attrs["merged_from"])[1]["pt_window"] == [threshold, None]
     with pytest.raises(FlavourflowError, match="pt_windows"):
         merge.run([low, high], tmp_path / "bad.h5", pt_windows=[(0.0, 1.0)])
+
+
+# --- track inputs, log transforms, resampling, shuffling ---------------------------------
+
+TRACKS = ["IP3D_signed_d0_significance", "ptfrac"]
+
+
+def _raw_columns(out: Path, split_name: str, node: dict) -> np.ndarray:
+    """Un-normalise a jets memmap: x = x_norm / scale - offset (float64)."""
+    x = np.load(out / f"{split_name}_jets.npy").astype(np.float64)
+    offset = np.array([v["offset"] for v in node["variables"]])
+    scale = np.array([v["scale"] for v in node["variables"]])
+    return x / scale - offset
+
+
+def test_track_memmaps_valid_only_normalisation_and_log(merged: Path, tmp_path: Path):
+    out = tmp_path / "pre"
+    # eventNumber and jetIndex as jet "inputs" identify the shuffled rows in the test
+    info = preprocess.run(merged, out, settings(
+        variables=["eventNumber", "jetIndex"], track_variables=TRACKS, max_tracks=6,
+        log_variables=["ptfrac"]))
+    seq = info["input_sequences"]
+    assert [s["name"] for s in seq] == ["tracks"] and seq[0]["max_tracks"] == 6
+    names = [v["name"] for v in seq[0]["variables"]]
+    assert names == ["IP3D_signed_d0_significance", "log_ptfrac"]
+    assert seq[0]["variables"][1]["source"] == "ptfrac"
+
+    with h5py.File(merged) as f:
+        jets, tracks = f["jets"][...], f["tracks"][...]
+    keep = class_index(jets[LABEL_FIELD]) >= 0
+    which = split.assign(jets["eventNumber"], settings().fractions, 3)
+    index = {(int(e), int(j)): i for i, (e, j) in enumerate(zip(jets["eventNumber"],
+                                                                 jets["jetIndex"],
+                                                                 strict=True))}
+    spec = seq[0]["variables"]
+    offset = np.array([v["offset"] for v in spec])
+    scale = np.array([v["scale"] for v in spec])
+    for s, name in enumerate(split.SPLITS):
+        values = np.load(out / f"{name}_tracks.npy", mmap_mode="r")
+        valid = np.load(out / f"{name}_tracks_valid.npy", mmap_mode="r")
+        assert values.dtype == np.float32 and valid.dtype == np.bool_
+        assert values.shape == (np.count_nonzero(keep & (which == s)), 6, 2)
+        assert valid.shape == values.shape[:2]
+        assert np.all(values[~valid] == 0.0)  # padded steps are 0 after normalisation
+        raw = np.rint(_raw_columns(out, name, info["inputs"][0])).astype(np.int64)
+        rows = np.array([index[(e, j)] for e, j in raw])
+        assert np.all(which[rows] == s) and len(set(rows)) == len(rows)
+        dump = tracks[rows, :6]
+        np.testing.assert_array_equal(valid, dump["valid"])
+        expected = np.stack([dump["IP3D_signed_d0_significance"], np.log(dump["ptfrac"])],
+                            axis=-1)
+        expected = (expected + offset) * scale
+        np.testing.assert_allclose(values[valid], expected[dump["valid"]], rtol=1e-5,
+                                   atol=1e-5)
+        if name == "train":  # moments over valid tracks only: mean 0, std 1 there
+            assert np.allclose(values[valid].mean(axis=0), 0.0, atol=1e-4)
+            assert np.allclose(values[valid].std(axis=0), 1.0, atol=1e-4)
+            assert not np.all(np.diff(rows) > 0)  # shuffled, not in file order
+    # a jets-only model still gets every file, the track ones with zero width
+    preprocess.run(merged, tmp_path / "jets_only", settings())
+    assert np.load(tmp_path / "jets_only/train_tracks.npy").shape[1:] == (0, 0)
+
+
+def test_shuffle_is_the_same_rows_whatever_the_bucket_size(merged: Path, tmp_path: Path):
+    ident = dict(variables=["eventNumber", "jetIndex", "sv_sig"], track_variables=TRACKS)
+    a = preprocess.run(merged, tmp_path / "a", settings(block_size=100_000, **ident))
+    b = preprocess.run(merged, tmp_path / "b", settings(block_size=64, **ident))  # 10+ buckets
+    assert a["n_jets"] == b["n_jets"]
+    for name in split.SPLITS:
+        ra = _raw_columns(tmp_path / "a", name, a["inputs"][0])
+        rb = _raw_columns(tmp_path / "b", name, b["inputs"][0])
+        assert not np.array_equal(ra, rb)  # another order...
+        order_a, order_b = np.lexsort(ra[:, :2].T), np.lexsort(rb[:, :2].T)
+        np.testing.assert_allclose(ra[order_a], rb[order_b], rtol=1e-5)  # ...same rows
+        ta = np.load(tmp_path / "a" / f"{name}_tracks.npy")[order_a]
+        tb = np.load(tmp_path / "b" / f"{name}_tracks.npy")[order_b]
+        np.testing.assert_allclose(ta, tb, rtol=1e-5, atol=1e-6)
+
+
+def test_bucket_shuffle_gives_every_slot_equal_chances() -> None:
+    rng = np.random.default_rng(0)
+    hits = np.zeros((6, 6))
+    for _ in range(3000):  # 6 rows, buckets of 2, dealt in blocks of 4 and 2
+        shuffler = shuffle.BucketShuffler(6, 2, rng)
+        slot = np.empty(6, dtype=int)
+        first = 0
+        for size in (4, 2):
+            for idx, slots in shuffler.deal(size):
+                slot[first + idx] = np.arange(slots.start, slots.stop)
+            first += size
+        assert shuffler.complete() and sorted(slot) == list(range(6))
+        out = np.arange(6)
+        arrays = {"x": np.empty(6, dtype=int)}
+        arrays["x"][slot] = out
+        shuffle.permute_buckets(arrays, shuffler)
+        hits[np.arange(6), np.argsort(arrays["x"])] += 1
+    assert np.all(np.abs(hits - 500) < 5 * np.sqrt(500 * 5 / 6))  # uniform over slots
+
+
+@pytest.fixture
+def hard_b(merged: Path, tmp_path: Path) -> Path:
+    """The merged sample with b-jets twice as hard as the others (different kinematics)."""
+    out = tmp_path / "hard_b.h5"
+    out.write_bytes(merged.read_bytes())
+    with h5py.File(out, "r+") as f:
+        jets = f["jets"][...]
+        jets["pt"] = np.where(jets[LABEL_FIELD] == 5, 2 * jets["pt"], jets["pt"])
+        f["jets"][...] = jets
+    return out
+
+
+BINS = dict(pt_bins=[20e3, 40e3, 80e3, 160e3, 1e6], abs_eta_bins=[0.0, 1.2, 2.5])
+
+
+def _train_hist(out: Path, info: dict, weighted: bool = False) -> np.ndarray:
+    """[class, pt bin, |eta| bin] counts (or weights) of the written training split."""
+    raw = _raw_columns(out, "train", info["inputs"][0])  # columns: pt, eta
+    labels = np.load(out / "train_labels.npy")
+    w = np.load(out / "train_weights.npy") if weighted else np.ones(len(labels))
+    i = np.searchsorted(BINS["pt_bins"][1:-1], raw[:, 0], side="right")
+    j = np.searchsorted(BINS["abs_eta_bins"][1:-1], np.abs(raw[:, 1]), side="right")
+    hist = np.zeros((3, len(BINS["pt_bins"]) - 1, len(BINS["abs_eta_bins"]) - 1))
+    np.add.at(hist, (labels, i, j), w)
+    return hist
+
+
+def test_resampling_weights_match_the_target_kinematics(hard_b: Path, tmp_path: Path):
+    out = tmp_path / "w"
+    info = preprocess.run(hard_b, out, settings(
+        variables=["pt", "eta"], plots=True,
+        resampling=Resampling(method="weights", target="bottom", max_weight=1e9, **BINS)))
+    before, after = _train_hist(out, info), _train_hist(out, info, weighted=True)
+    target = before[2] / before[2].sum()
+    for c in range(3):  # every flavour now has the b-jets' (pT, |eta|) density...
+        np.testing.assert_allclose(after[c] / after[c].sum(), target, atol=1e-6)
+    assert not np.allclose(before[0] / before[0].sum(), target, atol=0.05)  # ...unlike before
+    assert np.load(out / "train_weights.npy").mean() == pytest.approx(1.0, rel=1e-5)
+    assert np.all(np.load(out / "test_weights.npy") == 1.0)  # test split not reweighted
+    for suffix in (".pdf", ".png"):
+        assert (out / f"kinematics{suffix}").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize("method", ["count", "pdf"])
+def test_resampling_count_and_pdf(hard_b: Path, tmp_path: Path, method: str):
+    out = tmp_path / method
+    none = preprocess.run(hard_b, tmp_path / "none", settings(variables=["pt", "eta"]))
+    info = preprocess.run(hard_b, out, settings(
+        variables=["pt", "eta"], resampling=Resampling(method=method, target="bottom",
+                                                       max_upsampling=50, **BINS)))
+    before, after = _train_hist(tmp_path / "none", none), _train_hist(out, info)
+    noise = 4 * np.sqrt(np.maximum(after, 1)) + 1  # binomial thinning: 4 sigma
+    if method == "count":  # every flavour keeps as many jets per bin as the rarest has
+        assert np.all(np.abs(after - before.min(axis=0)) <= noise)
+        assert info["n_jets"]["train"] < none["n_jets"]["train"]
+    else:  # each flavour, its total kept, takes the b-jets' density (b-jets unchanged)
+        np.testing.assert_array_equal(after[2], before[2])
+        expected = before.sum(axis=(1, 2))[:, None, None] * before[2] / before[2].sum()
+        assert np.all(np.abs(after - expected) <= 4 * np.sqrt(np.maximum(expected, 1)) + 1)
+        assert np.any(after > before)  # upsampled somewhere
+    # test split untouched; labels of the validation split resampled too
+    assert info["n_jets"]["test"] == none["n_jets"]["test"]
+    assert info["resampling"]["applied_to"] == ["train", "val"]

@@ -123,21 +123,33 @@ def test_tiny_end_to_end(tmp_path: Path) -> None:
         assert (work / f"results/evaluate/tutorial/ttbar/{stem}.png").stat().st_size > 10_000
     assert (work / "results/inspect/ttbar/jet_inputs.png").stat().st_size > 10_000
 
+    # inject: per shard, a friend with one entry per original event, in the original's order
+    import uproot
+
+    for shard in ("shard_0", "shard_1"):
+        events = uproot.open(work / f"results/generate/ttbar/{shard}.root")["events"]
+        friend = uproot.open(work / f"results/inject/tutorial/ttbar/{shard}.root")[
+            "tutorial_scores"]
+        np.testing.assert_array_equal(friend["eventNumber"].array(library="np"),
+                                      events["eventNumber"].array(library="np"))
+        assert (work / f"results/inject/tutorial/ttbar/{shard}.h5").is_file()
+
     # a second run plans nothing
     assert planned_jobs(work, *tiny) == {}
 
-    # an evaluation key changes: only evaluation reruns
+    # an evaluation key changes: only evaluation reruns (3 models; the injected D_b uses f_c)
     overlay = yaml.safe_load((work / "config/tiny.yaml").read_text())
     overlay["evaluate"] = {"f_c": 0.05}
     (work / "changed.yaml").write_text(yaml.safe_dump(overlay))
-    assert planned_jobs(work, "--configfile", "changed.yaml") == {"evaluate": 1, "all": 1}
+    assert planned_jobs(work, "--configfile", "changed.yaml") == {
+        "evaluate": 3, "inject": 6, "all": 1}
 
     # a training key changes: training and what depends on it, not generation or dumping
     overlay = yaml.safe_load((work / "config/tiny.yaml").read_text())
     overlay["models"]["tutorial"]["training"]["learning_rate"] = 0.02
     (work / "changed.yaml").write_text(yaml.safe_dump(overlay))
     assert planned_jobs(work, "--configfile", "changed.yaml") == {
-        "train": 1, "export": 1, "evaluate": 1, "all": 1}
+        "train": 1, "export": 1, "evaluate": 1, "inject": 2, "all": 1}
 
     # the code of a stage changes: that stage and its dependents rerun (a mere touch does not:
     # Snakemake compares the checksums of small inputs)
@@ -148,4 +160,4 @@ def test_tiny_end_to_end(tmp_path: Path) -> None:
     code.write_text(code.read_text() + "\n# changed\n")
     assert set(planned_jobs(work, *tiny)) == {
         "generate", "dump", "merge", "inspect", "preprocess", "train", "export", "evaluate",
-        "all"}
+        "inject", "all"}

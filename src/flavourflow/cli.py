@@ -17,6 +17,7 @@ from flavourflow.core.errors import FlavourflowError
 #: Subcommand -> module holding ``add_parser(subparsers)`` and ``main(args)``.
 STAGES = {
     "generate": "flavourflow.generate.cli",
+    "fetch": "flavourflow.fetch.cli",
     "dump": "flavourflow.dump.cli",
     "merge": "flavourflow.merge.cli",
     "inspect": "flavourflow.inspect.cli",
@@ -24,6 +25,7 @@ STAGES = {
     "train": "flavourflow.train.cli",
     "export": "flavourflow.export.cli",
     "evaluate": "flavourflow.evaluate.cli",
+    "inject": "flavourflow.inject.cli",
 }
 
 

@@ -36,14 +36,37 @@ SAMPLES = config["samples"]
 MODELS = config["models"]
 
 
+def file_entry(item):
+    """One `files` item -> {stem, location (local path or URL), remote, checksum}."""
+    from urllib.parse import urlparse
+
+    item = {"url": item} if isinstance(item, str) else item
+    location = item["url"]
+    remote = urlparse(location).scheme in ("http", "https", "root", "roots", "xroot", "rucio")
+    name = urlparse(location).path if remote else location
+    return {"stem": Path(name).stem, "location": location, "remote": remote,
+            "checksum": item.get("checksum", {})}
+
+
 def _check_references():
     """Cross-references the schema can't express, named like the schema names keys."""
     for model, entry in MODELS.items():
         if entry["sample"] not in SAMPLES:
             raise ValueError(f"config: models.{model}.sample: no sample '{entry['sample']}'")
+        jets, tracks = entry.get("jet_variables", []), entry.get("track_variables", [])
+        if entry["architecture"] == "dips" and not tracks:
+            raise ValueError(f"config: models.{model}.track_variables: dips needs track inputs")
+        if entry["architecture"] != "dips" and (tracks or not jets):
+            raise ValueError(f"config: models.{model}.track_variables: "
+                             f"{entry['architecture']} takes jet_variables only")
+        for name in set(entry.get("log_variables", [])) - {*jets, *tracks}:
+            raise ValueError(f"config: models.{model}.log_variables: '{name}' is not an input")
     for sample in config["evaluate"]["samples"]:
         if sample not in SAMPLES:
             raise ValueError(f"config: evaluate.samples: no sample '{sample}'")
+    for sample in config["inject"].get("samples", []):
+        if sample not in SAMPLES:
+            raise ValueError(f"config: inject.samples: no sample '{sample}'")
     total = sum(config["preprocess"]["split"].values())
     if abs(total - 1.0) > 1e-9:
         raise ValueError(f"config: preprocess.split: fractions add up to {total}, not 1")
@@ -54,7 +77,7 @@ def _check_references():
                 raise ValueError(f"config: samples.{sample}.hybrid.{part}: '{other}' is not a"
                                  " generated or file sample")
         if entry["source"] == "files":
-            stems = [Path(f).stem for f in entry["files"]]
+            stems = [file_entry(f)["stem"] for f in entry["files"]]
             if len(set(stems)) != len(stems):
                 raise ValueError(f"config: samples.{sample}.files: file names must be unique")
 
@@ -71,13 +94,15 @@ wildcard_constraints:
 # Which subpackages each stage's code comes from (core is shared by all).
 _STAGE_PACKAGES = {
     "generate": ["generate"],
+    "fetch": ["fetch"],
     "dump": ["dump"],
     "merge": ["merge", "dump"],
     "inspect": ["inspect"],
     "preprocess": ["preprocess"],
-    "train": ["train"],
+    "train": ["train", "export/layers.py"],
     "export": ["export"],
     "evaluate": ["evaluate", "export"],
+    "inject": ["inject", "export"],
 }
 
 
@@ -85,7 +110,8 @@ def code(stage):
     """The source files a stage runs: a rule lists them as inputs, so editing them reruns it."""
     files = []
     for package in ["core", *_STAGE_PACKAGES[stage]]:
-        files += sorted(str(p) for p in (SRC / "flavourflow" / package).glob("*.py"))
+        path = SRC / "flavourflow" / package  # a subpackage, or one module of another
+        files += [str(path)] if path.suffix == ".py" else sorted(map(str, path.glob("*.py")))
     return files
 
 
@@ -99,7 +125,7 @@ def sample_files(sample):
     entry = SAMPLES[sample]
     if entry["source"] == "generator":
         return [f"shard_{i}" for i in range(entry["generator"]["shards"])]
-    return [Path(f).stem for f in entry["files"]]
+    return [file_entry(f)["stem"] for f in entry["files"]]
 
 
 def inspect_outputs():
@@ -115,8 +141,32 @@ def export_outputs():
     return expand(
         "results/export/{model}/{name}",
         model=MODELS,
-        name=["network.json", "closure.json", "inputs.json"],
+        name=["network.json", "model.onnx", "closure.json", "inputs.json"],
     )
+
+
+def inject_samples():
+    """Samples whose ntuples get scores; a hybrid sample stands for its components."""
+    names = config["inject"].get("samples") or config["evaluate"]["samples"]
+    out = []
+    for name in names:
+        entry = SAMPLES[name]
+        parts = [entry["hybrid"]["low"], entry["hybrid"]["high"]] if entry["source"] == "hybrid" \
+            else [name]
+        out += [part for part in parts if part not in out]
+    return out
+
+
+def inject_outputs():
+    if not config["inject"]["enabled"]:
+        return []
+    return [
+        f"results/inject/{model}/{sample}/{file}.{ext}"
+        for model in MODELS
+        for sample in inject_samples()
+        for file in sample_files(sample)
+        for ext in ("root", "h5")
+    ]
 
 
 def evaluate_outputs():

@@ -1,4 +1,5 @@
-# export: Keras -> lwtnn JSON, and the closure gate: fails if lwtnn and Keras disagree.
+# export: Keras -> lwtnn JSON and ONNX, and the closure gate: fails unless Keras, the numpy
+# lwtnn evaluator and onnxruntime agree pairwise (and lwtnn's C++ test, when on PATH).
 
 
 rule export:
@@ -11,6 +12,7 @@ rule export:
         code=code("export"),
     output:
         network="results/export/{model}/network.json",
+        onnx="results/export/{model}/model.onnx",
         closure="results/export/{model}/closure.json",
         inputs="results/export/{model}/inputs.json",
     params:
@@ -23,5 +25,6 @@ rule export:
         "{FLAVOURFLOW} export --model {input.model} --variables {input.variables}"
         " --test-dir results/preprocess/{wildcards.model} --network {output.network}"
         " --closure {output.closure} --inputs-json {output.inputs}"
+        " --onnx {output.onnx} --onnx-opset {params.export[onnx_opset]}"
         " --tolerance {params.export[tolerance]} --max-jets {params.export[max_jets]}"
         " > {log} 2>&1"

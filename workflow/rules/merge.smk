@@ -1,4 +1,5 @@
-# merge: the per-file dumps of one sample -> results/merge/<sample>.h5; for a hybrid sample,
+# merge: the per-file dumps of one sample -> results/merge/<sample>.h5 (HDF5 virtual datasets
+# over the dumps by default, see benchmarks/bench_merge.py); for a hybrid sample, a copy of
 # the jets of one merged sample below a pT threshold and of another above it.
 
 
@@ -26,6 +27,7 @@ rule merge:
         "results/merge/{sample}.h5",
     params:
         compression=config["dump"]["compression"],
+        layout=config["dump"].get("merge_layout", "virtual"),
         windows=merge_windows,
     log:
         "logs/merge/{sample}.log",
@@ -33,4 +35,4 @@ rule merge:
         "../envs/dump.yaml"
     shell:
         "{FLAVOURFLOW} merge --inputs {input.parts} --output {output} {params.windows}"
-        " --compression {params.compression} > {log} 2>&1"
+        " --compression {params.compression} --layout {params.layout} > {log} 2>&1"

@@ -1,6 +1,21 @@
-# preprocess: split by event number, normalise, write memmaps + variables.json for a model.
+# preprocess: split by event number, resample in (pT, |eta|), normalise, write shuffled
+# memmaps + variables.json + before/after kinematics plots for a model. Every model gets the
+# same files: the groups it has no inputs of are zero-width ([N, 0] jets, [N, 0, 0] tracks).
 
 SPLITS = ["train", "val", "test"]
+PREPROCESS_GROUPS = ["jets", "tracks", "tracks_valid", "labels", "weights"]
+
+
+def _preprocess_params(w):
+    """The model's preprocessing settings (what a change of reruns its preprocessing)."""
+    entry = MODELS[w.model]
+    return {
+        "jet_variables": entry.get("jet_variables", []),
+        "track_variables": entry.get("track_variables", []),
+        "max_tracks": entry.get("max_tracks", config["dump"]["max_tracks"]),
+        "log_variables": entry.get("log_variables", []),
+        "resampling": entry.get("resampling", {}),
+    }
 
 
 rule preprocess:
@@ -9,22 +24,27 @@ rule preprocess:
         code=code("preprocess"),
     output:
         variables="results/preprocess/{model}/variables.json",
+        plots=expand("results/preprocess/{{model}}/kinematics.{ext}", ext=["pdf", "png"]),
         arrays=expand(
             "results/preprocess/{{model}}/{split}_{group}.npy",
             split=SPLITS,
-            group=["jets", "labels", "weights"],
+            group=PREPROCESS_GROUPS,
         ),
     params:
-        variables=lambda w: MODELS[w.model]["jet_variables"],
+        model=_preprocess_params,
+        resampling=lambda w: as_json(_preprocess_params(w)["resampling"]),
         split=as_json(config["preprocess"]["split"]),
         pre=config["preprocess"],
     log:
         "logs/preprocess/{model}.log",
     conda:
-        "../envs/dump.yaml"
+        "../envs/plot.yaml"
     shell:
         "{FLAVOURFLOW} preprocess --input {input.sample} --outdir results/preprocess/{wildcards.model}"
-        " --model {wildcards.model} --variables {params.variables}"
+        " --model {wildcards.model} --variables {params.model[jet_variables]}"
+        " --track-variables {params.model[track_variables]}"
+        " --max-tracks {params.model[max_tracks]} --log-variables {params.model[log_variables]}"
+        " --resampling {params.resampling:q}"
         " --fractions {params.split:q} --split-seed {params.pre[split_seed]}"
         " --shuffle-seed {params.pre[shuffle_seed]} --block-size {params.pre[block_size]}"
         " > {log} 2>&1"

@@ -12,7 +12,7 @@ rule train:
     params:
         arch=lambda w: MODELS[w.model]["architecture"],
         options=lambda w: as_json(MODELS[w.model].get("options", {})),
-        training=lambda w: MODELS[w.model]["training"],
+        training=lambda w: as_json(MODELS[w.model]["training"]),
     threads: 2
     log:
         "logs/train/{model}.log",
@@ -22,6 +22,4 @@ rule train:
         "{FLAVOURFLOW} train --preprocessed results/preprocess/{wildcards.model}"
         " --model {output.model} --history {output.history} --info {output.info}"
         " --architecture {params.arch} --options {params.options:q}"
-        " --epochs {params.training[epochs]} --batch-size {params.training[batch_size]}"
-        " --learning-rate {params.training[learning_rate]} --seed {params.training[seed]}"
-        " > {log} 2>&1"
+        " --training {params.training:q} > {log} 2>&1"

@@ -1,52 +1,120 @@
-"""The dump stage: one ROOT ntuple -> one TDD-layout HDF5 file, streamed in event blocks."""
+"""The dump stage: one ROOT file -> one TDD-layout HDF5 file, streamed in event blocks.
+
+Input formats (``--format``): ``flavourflow`` (the generated ntuple,
+:mod:`~flavourflow.dump.ntuple`), ``physlite`` (ATLAS PHYSLITE, TTree or RNTuple,
+:mod:`~flavourflow.dump.physlite`) and ``mapping`` (any flat or jagged ntuple described by a
+YAML field mapping, :mod:`~flavourflow.dump.mapping`). Each reader streams blocks and converts
+them to the same `jets` / `tracks` blocks; this module writes them.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Protocol
+
+import awkward as ak
+import numpy as np
 
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.outputs import atomic_path
 from flavourflow.dump import ntuple
-from flavourflow.dump.h5 import TDDWriter
+from flavourflow.dump.blocks import Selection
+from flavourflow.dump.h5 import DEFAULT_COMPRESSION, TDDWriter
 
 log = logging.getLogger(__name__)
+
+FORMATS = ("flavourflow", "physlite", "mapping")
+
+
+class Reader(Protocol):
+    """What the dump needs from an input format."""
+
+    path: Path
+
+    @property
+    def pt_branch(self) -> str: ...
+
+    def blocks(self, step_size: int) -> Iterator[ak.Array]: ...
+
+    def convert(self, block: ak.Array, selection: Selection,
+                max_tracks: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def provenance(self) -> dict[str, object]: ...
+
+
+def open_reader(source: Path, fmt: str = "flavourflow",
+                mapping_file: Path | None = None) -> Reader:
+    """The reader of ``fmt`` on ``source``; it checks the file before any output exists."""
+    if fmt == "flavourflow":
+        return ntuple.Reader(source)
+    if fmt == "physlite":
+        from flavourflow.dump import physlite
+
+        return physlite.open_file(source)
+    if fmt == "mapping":
+        from flavourflow.dump import mapping
+
+        if mapping_file is None:
+            raise FlavourflowError("format 'mapping' needs a mapping file", path=source,
+                                   field="mapping")
+        return mapping.open_file(source, mapping.load(mapping_file))
+    raise FlavourflowError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}",
+                           path=source, field="format")
 
 
 def run(
     source: Path,
     output: Path,
-    selection: ntuple.Selection,
+    selection: Selection,
     max_tracks: int,
     step_size: int,
-    compression: str = "lzf",
+    compression: str = DEFAULT_COMPRESSION,
+    fmt: str = "flavourflow",
+    mapping_file: Path | None = None,
 ) -> int:
     """Dump ``source`` to ``output``; return the number of jets written.
 
     Memory is bounded by ``step_size`` events whatever the file size. The output appears only
     when the whole file was converted and at least one jet passed the selection.
     """
+    reader = open_reader(Path(source), fmt, mapping_file)
     n_events = 0
-    with atomic_path(output) as tmp:
+    with atomic_path(output) as tmp, ThreadPoolExecutor(2, "dump") as pool:
         writer = TDDWriter(tmp, compression)
+        blocks = reader.blocks(step_size)
+        reading: Future = pool.submit(next, blocks, None)
+        writing: Future | None = None
         try:
-            for events in ntuple.iterate(source, step_size):
+            # Three stages overlap: the next block is read and the previous one written
+            # (uproot and HDF5 release the GIL) while this one is converted; at most three
+            # blocks are alive at once, whatever the file size.
+            while (events := reading.result()) is not None:
+                reading = pool.submit(next, blocks, None)
                 n_events += len(events)
-                jets, tracks = ntuple.convert(events, selection, max_tracks)
-                if len(jets):
-                    writer.append(jets, tracks)
+                jets, tracks = reader.convert(events, selection, max_tracks)
+                if writing is not None:
+                    writing.result()
+                writing = pool.submit(writer.append, jets, tracks) if len(jets) else None
+            if writing is not None:
+                writing.result()
             if writer.n == 0:
                 raise FlavourflowError(
                     f"no jet passes the selection (pt > {selection.pt_min} MeV, "
                     f"|eta| < {selection.abs_eta_max}) in {n_events} events",
-                    path=source, field="jet_pt",
+                    path=source, field=reader.pt_branch,
                 )
             writer.attrs(
-                source_files=[str(source)], schema="flavourflow",
-                selection={"pt_min": selection.pt_min, "abs_eta_max": selection.abs_eta_max},
-                max_tracks=max_tracks, n_events=n_events,
+                source_files=[str(source)], selection=selection.as_dict(),
+                max_tracks=max_tracks, n_events=n_events, step_size=step_size,
+                **reader.provenance(),
             )
         finally:
+            for pending in (reading, writing):  # never close the file under a running job
+                if pending is not None:
+                    wait([pending])
             writer.close()
     log.info("dumped %d jets from %d events of %s", writer.n, n_events, source)
     return writer.n

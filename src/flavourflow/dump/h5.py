@@ -13,18 +13,35 @@ from flavourflow import __version__
 
 #: Elements per HDF5 chunk; a `tracks` chunk always holds whole jets.
 CHUNK_ELEMENTS = 4096
-COMPRESSIONS = ("lzf", "gzip", "none")
+#: h5py's built-in filters: lzf, gzip (level 4) or gzip-<level>, or none.
+COMPRESSIONS = ("lzf", "gzip", *(f"gzip-{level}" for level in range(1, 10)), "none")
+#: Chosen by benchmarks/bench_compression.py: lzf writes and reads fastest of the filters
+#: that compress, and the byte shuffle, which helps homogeneous arrays, makes these compound
+#: rows (4-, 1- and 8-byte fields mixed) both slower and larger.
+DEFAULT_COMPRESSION = "lzf"
+DEFAULT_SHUFFLE = False
+
+
+def filter_options(compression: str, shuffle: bool = DEFAULT_SHUFFLE) -> dict[str, object]:
+    """h5py create_dataset keywords of a compression name."""
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    if compression == "none":
+        return {"compression": None, "shuffle": False}
+    name, _, level = compression.partition("-")
+    return {"compression": name, "compression_opts": int(level) if level else None,
+            "shuffle": shuffle}
 
 
 class TDDWriter:
     """Create `jets` (and optionally `tracks`) as resizable, chunked, compressed datasets and
     append blocks to them."""
 
-    def __init__(self, path: Path, compression: str = "lzf") -> None:
-        if compression not in COMPRESSIONS:
-            raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    def __init__(self, path: Path, compression: str = DEFAULT_COMPRESSION,
+                 shuffle: bool = DEFAULT_SHUFFLE) -> None:
+        self.filters = filter_options(compression, shuffle)
+        self.compression = compression
         self.file = h5py.File(path, "w")
-        self.compression = None if compression == "none" else compression
         self.n = 0
 
     def _dataset(self, name: str, block: np.ndarray) -> h5py.Dataset:
@@ -36,8 +53,7 @@ class TDDWriter:
             maxshape=(None, *block.shape[1:]),
             dtype=block.dtype,
             chunks=(max(1, CHUNK_ELEMENTS // int(np.prod(block.shape[1:]))), *block.shape[1:]),
-            compression=self.compression,
-            shuffle=self.compression is not None,
+            **self.filters,
         )
 
     def append(self, jets: np.ndarray, tracks: np.ndarray | None = None) -> None:
@@ -52,6 +68,7 @@ class TDDWriter:
     def attrs(self, **attrs: Any) -> None:
         """Provenance attributes on the file root; non-scalars are stored as JSON text."""
         self.file.attrs["flavourflow_version"] = __version__
+        self.file.attrs["compression"] = self.compression
         for key, value in attrs.items():
             is_scalar = isinstance(value, (str, int, float))
             self.file.attrs[key] = value if is_scalar else json.dumps(value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import awkward as ak
@@ -12,7 +11,11 @@ import uproot
 
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import LABEL_FIELD
-from flavourflow.dump import taggers, vertexing
+from flavourflow.dump import blocks
+from flavourflow.dump.blocks import JET_DTYPE, TRACK_DTYPE, Selection
+
+__all__ = ["BRANCHES", "JET_DTYPE", "TRACK_DTYPE", "Reader", "Selection", "convert", "iterate",
+           "open_tree"]
 
 TREE = "events"
 EVENT_BRANCHES = ("eventNumber", "mcEventWeight")
@@ -20,35 +23,15 @@ JET_BRANCHES = (
     "jet_pt", "jet_eta", "jet_phi", "jet_m", "jet_HadronConeExclTruthLabelID",
     "jet_truthHadron_pt", "jet_truthHadron_Lxy",
 )
+#: In the order of :data:`flavourflow.dump.blocks.TRACK_INPUTS`.
 TRACK_BRANCHES = (
     "jet_trk_pt", "jet_trk_eta", "jet_trk_phi", "jet_trk_charge", "jet_trk_d0",
     "jet_trk_z0SinTheta", "jet_trk_d0_sigma", "jet_trk_z0SinTheta_sigma",
 )
 BRANCHES = EVENT_BRANCHES + JET_BRANCHES + TRACK_BRANCHES
-
-JET_DTYPE = np.dtype([
-    ("pt", "f4"), ("eta", "f4"), ("phi", "f4"), ("mass", "f4"),
-    ("eventNumber", "i8"), ("jetIndex", "i4"), ("mcEventWeight", "f4"),
-    (LABEL_FIELD, "i4"), ("HadronConeExclTruthLabelPt", "f4"),
-    ("HadronConeExclTruthLabelLxy", "f4"), ("n_tracks", "i4"),
-    ("ip2d_llr", "f4"), ("sv_sig", "f4"), ("sv_Lxy", "f4"), ("sv_mass", "f4"),
-    ("sv_efrac", "f4"), ("sv_ntrk", "i4"), ("sv_n2trk", "i4"),
-])
-TRACK_DTYPE = np.dtype([
-    ("pt", "f4"), ("eta", "f4"), ("phi", "f4"), ("deta", "f4"), ("dphi", "f4"), ("dr", "f4"),
-    ("ptfrac", "f4"), ("charge", "i1"), ("d0", "f4"), ("z0SinTheta", "f4"),
-    ("d0Uncertainty", "f4"), ("z0SinThetaUncertainty", "f4"),
-    ("IP3D_signed_d0_significance", "f4"), ("IP3D_signed_z0_significance", "f4"),
-    ("valid", "?"),
-])
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Jet selection applied while dumping (MeV)."""
-
-    pt_min: float
-    abs_eta_max: float
+#: List depth of each branch: event-level 0, per jet 1, per track 2.
+DEPTH = {**dict.fromkeys(EVENT_BRANCHES, 0), **dict.fromkeys(JET_BRANCHES, 1),
+         **dict.fromkeys(TRACK_BRANCHES, 2)}
 
 
 def open_tree(path: Path):
@@ -80,88 +63,75 @@ def _open_checked(path: Path):
     return tree
 
 
-def _dphi(a: ak.Array, b: ak.Array) -> ak.Array:
-    return (a - b + np.pi) % (2.0 * np.pi) - np.pi
-
-
-def _to_numpy_padded(array: ak.Array, length: int, fill: float) -> np.ndarray:
-    return ak.to_numpy(ak.fill_none(ak.pad_none(array, length, axis=1, clip=True), fill))
-
-
 def convert(events: ak.Array, selection: Selection, max_tracks: int):
-    """One block of events -> (jets, tracks) structured arrays of the selected jets.
+    """One block of events -> (jets, tracks) structured arrays of the selected jets
+    (see :func:`flavourflow.dump.blocks.build`)."""
+    n_jets = ak.to_numpy(ak.num(events["jet_pt"]))
+    pt = ak.to_numpy(ak.flatten(events["jet_pt"]))
+    eta = ak.to_numpy(ak.flatten(events["jet_eta"]))
+    keep = selection.keep(pt, eta)
+    event_of_jet = np.repeat(np.arange(len(n_jets)), n_jets)[keep]
 
-    Tracks are ordered by descending |signed d0 significance|, as the TDD does, and padded
-    to ``max_tracks`` (floats NaN, ints -1, ``valid`` False); the baselines use all tracks.
-    """
-    keep = ak.flatten(
-        (events["jet_pt"] > selection.pt_min) & (abs(events["jet_eta"]) < selection.abs_eta_max)
-    )
-    keep = ak.to_numpy(keep)
+    def jets_of(name: str) -> np.ndarray:
+        return ak.to_numpy(ak.flatten(events[name]))[keep]
 
-    def jets_of(name: str) -> ak.Array:
-        return ak.flatten(events[name])[keep]
-
-    def tracks_of(name: str) -> ak.Array:
-        return ak.flatten(events[name], axis=1)[keep]
-
-    jet_pt, jet_eta, jet_phi = jets_of("jet_pt"), jets_of("jet_eta"), jets_of("jet_phi")
-    trk = {name[len("jet_trk_"):]: tracks_of(name) for name in TRACK_BRANCHES}
-
-    dphi = _dphi(trk["phi"], jet_phi)
-    deta = trk["eta"] - jet_eta
-    # Lifetime sign: + when the point of closest approach lies in the jet's hemisphere.
-    d0_sign = np.sign(trk["d0"] * np.sin(dphi))
-    d0_sign = ak.where(d0_sign == 0, 1.0, d0_sign)
-    # z0 of a track from a vertex displaced along the jet has the sign of sinh(eta_jet) -
-    # sinh(eta_trk), i.e. of -deta.
-    z0_sign = ak.where(trk["z0SinTheta"] * deta <= 0, 1.0, -1.0)
-    s_d0 = d0_sign * abs(trk["d0"]) / trk["d0_sigma"]
-    s_z0 = z0_sign * abs(trk["z0SinTheta"]) / trk["z0SinTheta_sigma"]
-
-    jets = np.zeros(len(jet_pt), dtype=JET_DTYPE)
-    jets["pt"], jets["eta"], jets["phi"] = jet_pt, jet_eta, jet_phi
-    jets["mass"] = jets_of("jet_m")
-    jets["eventNumber"] = ak.flatten(ak.broadcast_arrays(events["eventNumber"],
-                                                         events["jet_pt"])[0])[keep]
-    jets["mcEventWeight"] = ak.flatten(ak.broadcast_arrays(events["mcEventWeight"],
-                                                           events["jet_pt"])[0])[keep]
-    jets["jetIndex"] = ak.flatten(ak.local_index(events["jet_pt"]))[keep]
-    jets[LABEL_FIELD] = jets_of("jet_HadronConeExclTruthLabelID")
-    jets["HadronConeExclTruthLabelPt"] = jets_of("jet_truthHadron_pt")
-    jets["HadronConeExclTruthLabelLxy"] = jets_of("jet_truthHadron_Lxy")
-    jets["n_tracks"] = ak.num(trk["pt"])
-    jets["ip2d_llr"] = taggers.ip2d_llr(s_d0)
-
-    order = ak.argsort(abs(s_d0), axis=1, ascending=False)
-    columns = {
-        "pt": trk["pt"], "eta": trk["eta"], "phi": trk["phi"], "deta": deta, "dphi": dphi,
-        "dr": np.hypot(deta, dphi), "ptfrac": trk["pt"] / jet_pt, "charge": trk["charge"],
-        "d0": trk["d0"], "z0SinTheta": trk["z0SinTheta"], "d0Uncertainty": trk["d0_sigma"],
-        "z0SinThetaUncertainty": trk["z0SinTheta_sigma"],
-        "IP3D_signed_d0_significance": s_d0, "IP3D_signed_z0_significance": s_z0,
+    jets = {
+        "pt": pt[keep], "eta": eta[keep], "phi": jets_of("jet_phi"), "mass": jets_of("jet_m"),
+        "eventNumber": ak.to_numpy(events["eventNumber"])[event_of_jet],
+        "mcEventWeight": ak.to_numpy(events["mcEventWeight"])[event_of_jet],
+        "jetIndex": ak.to_numpy(ak.flatten(ak.local_index(events["jet_pt"])))[keep],
+        LABEL_FIELD: jets_of("jet_HadronConeExclTruthLabelID"),
+        "HadronConeExclTruthLabelPt": jets_of("jet_truthHadron_pt"),
+        "HadronConeExclTruthLabelLxy": jets_of("jet_truthHadron_Lxy"),
     }
-    tracks = np.zeros((len(jet_pt), max_tracks), dtype=TRACK_DTYPE)
-    for name, values in columns.items():
-        is_int = TRACK_DTYPE[name].kind == "i"
-        tracks[name] = _to_numpy_padded(values[order], max_tracks, -1 if is_int else np.nan)
-    tracks["valid"] = _to_numpy_padded(ak.ones_like(trk["pt"], dtype=bool)[order], max_tracks,
-                                       False)
-    for name, values in vertexing.find(tracks, jets["phi"].astype(np.float64)).items():
-        jets[name] = values
-    return jets, tracks
+    per_jet = ak.flatten(events["jet_trk_pt"], axis=1)[keep]
+    counts = ak.to_numpy(ak.num(per_jet))
+    tracks = {}
+    for branch, name in zip(TRACK_BRANCHES, blocks.TRACK_INPUTS, strict=True):
+        tracks[name] = ak.to_numpy(ak.flatten(ak.flatten(events[branch], axis=1)[keep]))
+    return blocks.build(jets, counts, tracks, max_tracks)
 
 
 def iterate(path: Path, step_size: int) -> Iterator[ak.Array]:
-    """Stream blocks of ``step_size`` events with every branch we need."""
+    """Stream blocks of ``step_size`` events with every branch we need; the first block's
+    branch types are checked (a scalar where a vector is expected, a string, ...)."""
     tree = open_tree(path)
-    blocks = tree.iterate(list(BRANCHES), step_size=step_size, library="ak")
+    blocks_ = tree.iterate(list(BRANCHES), step_size=step_size, library="ak")
+    first = True
     while True:
         try:
-            block = next(blocks)
+            block = next(blocks_)
         except StopIteration:
             return
         except Exception as err:  # a truncated or corrupt file fails only when read
             raise FlavourflowError(f"cannot read events: {type(err).__name__}: {err}",
                                    path=path, field=TREE) from None
+        if first:
+            for name in BRANCHES:
+                blocks.check_type(block[name], path, name, DEPTH[name], "any")
+            first = False
         yield block
+
+
+class Reader:
+    """The reader interface of the dump stage (see :mod:`flavourflow.dump.core`)."""
+
+    pt_branch = "jet_pt"
+
+    @property
+    def extra_fields(self) -> dict[str, np.dtype]:
+        return {}
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        open_tree(path)  # fail early, before any output is opened
+
+    def blocks(self, step_size: int) -> Iterator[ak.Array]:
+        return iterate(self.path, step_size)
+
+    def convert(self, events: ak.Array, selection: Selection,
+                max_tracks: int) -> tuple[np.ndarray, np.ndarray]:
+        return convert(events, selection, max_tracks)
+
+    def provenance(self) -> dict[str, object]:
+        return {"schema": "flavourflow"}

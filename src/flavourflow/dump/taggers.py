@@ -28,7 +28,28 @@ LIFETIME_FRACTION, LIFETIME_MEAN = 0.5, 5.0
 #: Significances are clipped to this range before the templates are evaluated.
 S_RANGE = (-30.0, 60.0)
 
-_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+#: Chebyshev fit of erfc (Press et al., Numerical Recipes, "erfcc"): relative error below
+#: 1.2e-7 everywhere; vectorised, unlike math.erfc.
+_ERFC_COEFFICIENTS = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+                      0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277)
+
+
+def _log_erfc_positive(x: np.ndarray) -> np.ndarray:
+    """log(erfc(x)) for x >= 0, without underflow for large x."""
+    t = 1.0 / (1.0 + 0.5 * x)
+    poly = np.zeros_like(x)
+    for c in reversed(_ERFC_COEFFICIENTS):
+        poly = poly * t + c
+    return np.log(t) - x * x + poly
+
+
+def _scaled_erfc(log_scale: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """exp(log_scale) * erfc(x), evaluated so that neither factor over- or underflows alone."""
+    positive = x >= 0
+    ax = np.abs(x)
+    log_tail = _log_erfc_positive(ax)
+    return np.where(positive, np.exp(log_scale + log_tail),
+                    np.exp(log_scale) * (2.0 - np.exp(log_tail)))
 
 
 def _gauss(s: np.ndarray, width: float) -> np.ndarray:
@@ -47,13 +68,23 @@ def heavy_pdf(s: np.ndarray) -> np.ndarray:
     """Template of S for tracks in b jets: prompt tracks plus an exponential lifetime tail
     convolved with the unit Gaussian resolution (an exponentially modified Gaussian)."""
     lam = 1.0 / LIFETIME_MEAN
-    emg = 0.5 * lam * np.exp(0.5 * lam * (lam - 2.0 * s)) * _erfc((lam - s) / math.sqrt(2.0))
+    emg = 0.5 * lam * _scaled_erfc(0.5 * lam * (lam - 2.0 * s), (lam - s) / math.sqrt(2.0))
     return LIFETIME_FRACTION * emg + (1.0 - LIFETIME_FRACTION) * light_pdf(s)
 
 
 def ip2d_llr(signed_d0_significance: ak.Array) -> np.ndarray:
     """Sum over each jet's tracks of log f_b(S)/f_u(S); 0 for a jet without tracks."""
-    flat = np.clip(ak.to_numpy(ak.flatten(signed_d0_significance)).astype(np.float64), *S_RANGE)
-    per_track = np.log(heavy_pdf(flat)) - np.log(light_pdf(flat))
     counts = ak.to_numpy(ak.num(signed_d0_significance))
-    return ak.to_numpy(ak.sum(ak.unflatten(per_track, counts), axis=1)).astype(np.float32)
+    flat = ak.to_numpy(ak.flatten(signed_d0_significance))
+    return ip2d_llr_flat(flat, np.repeat(np.arange(len(counts)), counts), len(counts))
+
+
+def ip2d_llr_flat(significance: np.ndarray, jet_of_track: np.ndarray, n_jets: int) -> np.ndarray:
+    """:func:`ip2d_llr` of flat per-track significances; ``jet_of_track`` maps tracks to jets.
+    Tracks without a finite significance (no uncertainty known) contribute nothing."""
+    s = np.asarray(significance, dtype=np.float64)
+    finite = np.isfinite(s)
+    clipped = np.clip(s[finite], *S_RANGE)
+    per_track = np.log(heavy_pdf(clipped)) - np.log(light_pdf(clipped))
+    return np.bincount(jet_of_track[finite], weights=per_track,
+                       minlength=n_jets).astype(np.float32)

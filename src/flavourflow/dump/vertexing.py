@@ -63,12 +63,33 @@ def _candidates(tracks: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
 
 
 def find(tracks: np.ndarray, jet_phi: np.ndarray) -> dict[str, np.ndarray]:
-    """Vertex variables for each jet of the padded ``tracks`` block [n_jets, max_tracks]."""
+    """Vertex variables for each jet of the padded ``tracks`` block [n_jets, max_tracks].
+
+    Only jets with two or more candidate tracks can have a vertex: the others get the
+    no-vertex values without the pair arithmetic (most jets, and most of the time)."""
+    with np.errstate(invalid="ignore"):
+        n_candidates = (tracks["valid"] & (tracks["IP3D_signed_d0_significance"]
+                                           > MIN_SIGNIFICANCE)).sum(axis=1)
+    some = np.flatnonzero(n_candidates >= 2)
+    out = {"sv_sig": np.zeros(len(tracks), np.float32),
+           **{name: np.full(len(tracks), np.nan, np.float32)
+              for name in ("sv_Lxy", "sv_mass", "sv_efrac")},
+           "sv_ntrk": np.zeros(len(tracks), np.int32), "sv_n2trk": np.zeros(len(tracks), np.int32)}
+    if len(some):
+        for name, values in _find(tracks[some], jet_phi[some]).items():
+            out[name][some] = values
+    return out
+
+
+def _find(tracks: np.ndarray, jet_phi: np.ndarray) -> dict[str, np.ndarray]:
     trk, mask = _candidates(tracks)
-    i, j = _PAIRS[:, 0], _PAIRS[:, 1]
+    n = len(tracks)
+    # Only the pairs of two candidates, as flat arrays: (jet, first, second).
+    jet, pair = np.nonzero(mask[:, _PAIRS[:, 0]] & mask[:, _PAIRS[:, 1]])
+    i, j = _PAIRS[pair, 0], _PAIRS[pair, 1]
 
     def pick(name: str) -> tuple[np.ndarray, np.ndarray]:
-        return trk[name][:, i], trk[name][:, j]
+        return trk[name][jet, i], trk[name][jet, j]
 
     (phi_i, phi_j), (d0_i, d0_j) = pick("phi"), pick("d0")
     ux_i, uy_i, ux_j, uy_j = np.cos(phi_i), np.sin(phi_i), np.cos(phi_j), np.sin(phi_j)
@@ -85,7 +106,7 @@ def find(tracks: np.ndarray, jet_phi: np.ndarray) -> dict[str, np.ndarray]:
     sin_i, sin_j = 1.0 / np.cosh(eta_i), 1.0 / np.cosh(eta_j)
     z_i = z0st_i / sin_i + t_i * np.sinh(eta_i)  # cot(theta) = sinh(eta)
     z_j = z0st_j / sin_j + t_j * np.sinh(eta_j)
-    with np.errstate(invalid="ignore", divide="ignore"):  # padded candidates: 0 / 0
+    with np.errstate(invalid="ignore", divide="ignore"):
         z_pull = np.abs(z_i - z_j) / np.hypot(sz_i / sin_i, sz_j / sin_j)
 
     pt_i, pt_j = pick("pt")
@@ -101,37 +122,38 @@ def find(tracks: np.ndarray, jet_phi: np.ndarray) -> dict[str, np.ndarray]:
     v0 = opposite & ((np.abs(mass_pp - K0S_MASS) < K0S_WINDOW)
                      | (np.abs(mass_ppi - LAMBDA_MASS) < LAMBDA_WINDOW))
 
-    jx, jy = np.cos(jet_phi)[:, None], np.sin(jet_phi)[:, None]
-    forward = (vx * jx + vy * jy) > 0
-    good = (mask[:, i] & mask[:, j] & (np.abs(sin_open) > MIN_SIN_OPENING) & (t_i > 0)
-            & (t_j > 0) & forward & (np.hypot(vx, vy) < MAX_RADIUS) & (z_pull < MAX_Z_PULL)
-            & ~v0)
+    jx, jy = np.cos(jet_phi), np.sin(jet_phi)
+    forward = (vx * jx[jet] + vy * jy[jet]) > 0
+    good = ((np.abs(sin_open) > MIN_SIN_OPENING) & (t_i > 0) & (t_j > 0) & forward
+            & (np.hypot(vx, vy) < MAX_RADIUS) & (z_pull < MAX_Z_PULL) & ~v0)
+    (sd_i, sd_j) = pick("d0Uncertainty")
+    pair_sigma = (np.hypot(sd_i, sd_j) / np.abs(safe))[good]
+    jet, i, j = jet[good], i[good], j[good]
 
-    n2trk = good.sum(axis=1)
+    n2trk = np.bincount(jet, minlength=n)
     has_sv = n2trk > 0
     in_vertex = np.zeros(mask.shape, dtype=bool)
-    for k, (a, b) in enumerate(_PAIRS):
-        in_vertex[:, a] |= good[:, k]
-        in_vertex[:, b] |= good[:, k]
+    in_vertex[jet, i] = True
+    in_vertex[jet, j] = True
     ntrk = in_vertex.sum(axis=1)
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_x = np.where(good, vx, 0.0).sum(axis=1) / n2trk
-        mean_y = np.where(good, vy, 0.0).sum(axis=1) / n2trk
-        (sd_i, sd_j) = pick("d0Uncertainty")
-        pair_sigma = np.hypot(sd_i, sd_j) / np.abs(safe)
-        sigma = np.sqrt(np.where(good, pair_sigma**2, 0.0).sum(axis=1)) / n2trk
-        lxy = np.hypot(mean_x, mean_y) * np.sign(mean_x * jx[:, 0] + mean_y * jy[:, 0])
+        mean_x = np.bincount(jet, weights=vx[good], minlength=n) / n2trk
+        mean_y = np.bincount(jet, weights=vy[good], minlength=n) / n2trk
+        sigma = np.sqrt(np.bincount(jet, weights=pair_sigma**2, minlength=n)) / n2trk
+        lxy = np.hypot(mean_x, mean_y) * np.sign(mean_x * jx + mean_y * jy)
         lxy_sig = lxy / sigma
 
         px, py, pz, e = _four_momenta(trk["pt"], trk["eta"], trk["phi"], PION_MASS)
         total = [np.where(in_vertex, x, 0.0).sum(axis=1) for x in (px, py, pz, e)]
         mass = np.sqrt(np.clip(total[3] ** 2 - total[0] ** 2 - total[1] ** 2 - total[2] ** 2,
                                0.0, None))
-        _, _, _, e_all = _four_momenta(
-            np.nan_to_num(tracks["pt"].astype(np.float64)), np.nan_to_num(tracks["eta"]),
-            np.nan_to_num(tracks["phi"]), PION_MASS)
-        efrac = total[3] / np.where(tracks["valid"], e_all, 0.0).sum(axis=1)
+        rows, cols = np.nonzero(tracks["valid"])
+        valid = tracks[rows, cols]
+        _, _, _, e_valid = _four_momenta(valid["pt"].astype(np.float64),
+                                         valid["eta"].astype(np.float64),
+                                         valid["phi"].astype(np.float64), PION_MASS)
+        efrac = total[3] / np.bincount(rows, weights=e_valid, minlength=n)
 
     nan = np.nan
     return {

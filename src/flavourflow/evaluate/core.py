@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from flavourflow.core import roc
+from flavourflow.core import inputs, roc
 from flavourflow.core import split as splitting
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import BOTTOM, CLASSES, LABEL_FIELD
@@ -28,34 +28,58 @@ log = logging.getLogger(__name__)
 #: Baseline discriminants evaluated next to the network.
 BASELINES = ("ip2d_llr", "sv_sig")
 #: Jet fields copied from the dump into scores.h5 (with their types), next to the scores.
+#: Jets per read when the network has track inputs (bounds memory: ~2 kB of tracks per jet).
+TRACK_BLOCK = 20_000
 COPIED_FIELDS = {"pt": "f4", "eta": "f4", "eventNumber": "i8", "jetIndex": "i4",
                  LABEL_FIELD: "i4", **dict.fromkeys(BASELINES, "f4")}
 
 
 def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: float,
           block_size: int = 100_000) -> int:
-    """Write per-jet scores of the test split of ``sample`` to ``scores_out``; return count."""
+    """Write per-jet scores of the test split of ``sample`` to ``scores_out``; return count.
+
+    The network's inputs are computed from the dump as variables.json describes them
+    (:mod:`flavourflow.core.inputs`: jet variables, ``log_`` transforms, the first
+    ``max_tracks`` tracks of sequence inputs with their ``valid`` flags), in raw units.
+    """
     graph = LightweightGraph.from_file(network)
-    node = variables["inputs"][0]
-    names = [v["name"] for v in node["variables"]]
     labels = variables["outputs"][0]["labels"]
     fields = list(COPIED_FIELDS)
     dtype = np.dtype([*COPIED_FIELDS.items(), *((p, "f4") for p in labels), ("D_b", "f4")])
     fractions, seed = variables["split"]["fractions"], variables["split"]["seed"]
+    sequences = variables.get("input_sequences") or []
+    if sequences:  # a block of `tracks` rows is ~50x a block of jets: read fewer at a time
+        block_size = min(block_size, TRACK_BLOCK)
     n = 0
     with h5py.File(sample, "r") as src, atomic_path(scores_out) as tmp, \
             h5py.File(tmp, "w") as out:
         jets = src["jets"]
-        for name in {*names, *fields}:
+        jet_fields = set(fields)
+        for spec in variables.get("inputs") or []:
+            jet_fields |= {v.field for v in inputs.node_variables(spec, jets.dtype.names, sample)}
+        for name in fields:
             if name not in jets.dtype.names:
                 raise FlavourflowError("missing jet variable", path=sample, field=name)
+        tracks, track_fields = None, []
+        if sequences:
+            if inputs.TRACK_NODE not in src:
+                raise FlavourflowError("missing dataset", path=sample, field=inputs.TRACK_NODE)
+            tracks = src[inputs.TRACK_NODE]
+            for spec in sequences:
+                track_fields += [v.field for v in
+                                 inputs.node_variables(spec, tracks.dtype.names, sample)]
+            track_fields = list(dict.fromkeys([*track_fields, inputs.VALID_FIELD]))
         ds = out.create_dataset("jets", shape=(0,), maxshape=(None,), dtype=dtype,
                                 chunks=(4096,), compression="lzf")
         for start in range(0, len(jets), block_size):
-            block = jets[start : start + block_size]
-            block = block[splitting.mask(block["eventNumber"], "test", fractions, seed)]
-            x = np.stack([block[v].astype(np.float64) for v in names], axis=1)
-            probs = graph.compute({node["name"]: x}, replace_nan=True)
+            block = jets.fields(sorted(jet_fields))[start : start + block_size]
+            test = splitting.mask(block["eventNumber"], "test", fractions, seed)
+            block = block[test]
+            trk = None
+            if tracks is not None:
+                trk = tracks.fields(track_fields)[start : start + block_size][test]
+            x, seqs = inputs.lwtnn_inputs(block, trk, variables, sample)
+            probs = graph.compute(x, seqs, replace_nan=True)
             rows = np.zeros(len(block), dtype=dtype)
             for f in fields:
                 rows[f] = block[f]

@@ -1,4 +1,5 @@
-"""`flavourflow export`: Keras model -> lwtnn network.json, with a closure check against Keras."""
+"""`flavourflow export`: Keras model -> lwtnn network.json and ONNX model.onnx, with a closure
+check of Keras vs numpy-lwtnn vs onnxruntime."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def add_parser(subparsers) -> None:
         "--test-dir", type=Path, required=True, help="directory with the test_<input>.npy memmaps"
     )
     parser.add_argument("--network", type=Path, required=True, help="output lwtnn network.json")
+    parser.add_argument("--onnx", type=Path, default=None, help="output model.onnx (tf2onnx)")
+    parser.add_argument("--onnx-opset", type=int, default=17, help="ONNX opset of model.onnx")
     parser.add_argument("--closure", type=Path, required=True, help="output closure.json")
     parser.add_argument(
         "--inputs-json",
@@ -31,9 +34,17 @@ def add_parser(subparsers) -> None:
         help="output: one test jet for `lwtnn-test-lightweight-graph NETWORK INPUTS`",
     )
     parser.add_argument(
-        "--tolerance", type=float, default=1e-5, help="max allowed |Keras - lwtnn| per output"
+        "--tolerance",
+        type=float,
+        default=1e-5,
+        help="max allowed |difference| per output, for each pair of Keras, lwtnn, ONNX",
     )
-    parser.add_argument("--max-jets", type=int, default=20000, help="test jets in the closure")
+    parser.add_argument(
+        "--max-jets",
+        type=int,
+        default=20000,
+        help="test jets in the closure (plus, for sequence inputs, jets with 0 and T steps)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -49,6 +60,8 @@ def main(args: argparse.Namespace) -> int:
         inputs_out=args.inputs_json,
         tolerance=args.tolerance,
         max_jets=args.max_jets,
+        onnx_out=args.onnx,
+        onnx_opset=args.onnx_opset,
     )
     log.info("%s", summarise(summary))
     return 0

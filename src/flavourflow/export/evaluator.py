@@ -289,10 +289,22 @@ class InputNode:
 
 @dataclass
 class _Sequence:
-    """A batch of sequences: ``values`` [N, T, n] (zero at invalid steps) and ``valid`` [N, T]."""
+    """A batch of sequences, compact: ``steps`` [M, n] holds only the M valid steps, jet by jet
+    and in step order (``valid[valid]`` order), ``valid`` [N, T] says where they were. Padded
+    steps are never stored nor computed, so memory and time follow the real track count."""
 
-    values: Array
+    steps: Array
     valid: Array
+
+    def sum(self) -> Array:
+        """Per-jet sum over the valid steps, [N, n], added in step order (zeros if none)."""
+        counts = self.valid.sum(axis=1)
+        out = np.zeros((self.valid.shape[0], self.steps.shape[1]), dtype=np.float64)
+        filled = counts > 0
+        if filled.any():
+            starts = (np.cumsum(counts) - counts)[filled]
+            out[filled] = np.add.reduceat(self.steps, starts, axis=0)
+        return out
 
 
 class LightweightGraph:
@@ -555,9 +567,7 @@ class LightweightGraph:
                     f"[N, T, {len(spec.variables)}] and [N, T]"
                 )
             self._check_batch(raw.shape[0], batch, f"sequence {spec.name!r}")
-            out = np.zeros(raw.shape, dtype=np.float64)
-            out[valid] = (raw[valid] + spec.offset) * spec.scale
-            return _Sequence(out, valid)
+            return _Sequence((raw[valid] + spec.offset) * spec.scale, valid)
         if kind == "sequence":
             arch = self._layer_cfgs[node["layer_index"]].get("architecture")
             raise NotImplementedError(
@@ -571,10 +581,7 @@ class LightweightGraph:
             _, layer = self._layers[node["layer_index"]]
             seq = values[sources[0]]
             assert isinstance(seq, _Sequence)
-            n, t = seq.valid.shape
-            out = np.zeros((n, t, layer.n_out), dtype=np.float64)
-            out[seq.valid] = layer(seq.values[seq.valid])
-            return _Sequence(out, seq.valid)
+            return _Sequence(layer(seq.steps), seq.valid)
         if kind == "concatenate":
             return np.concatenate([values[s] for s in sources], axis=1)
         if kind == "add":
@@ -585,7 +592,7 @@ class LightweightGraph:
         if kind == "sum":
             seq = values[sources[0]]
             assert isinstance(seq, _Sequence)
-            return seq.values.sum(axis=1)  # invalid steps hold exact zeros; T = 0 gives zeros
+            return seq.sum()
         raise AssertionError(kind)  # pragma: no cover - rejected in _check_nodes
 
 

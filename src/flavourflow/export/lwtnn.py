@@ -461,7 +461,12 @@ class _Converter:
         names = [v["name"] for v in variables]
         if len(set(names)) != len(names):
             raise FlavourflowError(f"input node '{name}' ({where}) repeats a variable name")
-        return {"name": str(name), "variables": variables}
+        node = {"name": str(name), "variables": variables}
+        if spec.get("max_tracks") is not None:
+            # steps the network was trained on; lwtnn ignores the key, readers of
+            # network.json (evaluate, inject) feed only that many steps, as training did
+            node["max_tracks"] = int(spec["max_tracks"])
+        return node
 
     def _mask_inputs(self, inputs: Sequence[Any], outputs: Sequence[Any]) -> set[int]:
         """Indices of the Keras inputs used (only) as MaskedSum validity masks."""

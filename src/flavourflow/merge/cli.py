@@ -7,10 +7,15 @@ from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("merge", help="concatenate the per-file dumps of a sample")
+    from flavourflow.dump.h5 import COMPRESSIONS, DEFAULT_COMPRESSION
+
+    p = subparsers.add_parser("merge", help="merge the per-file dumps of a sample")
     p.add_argument("--inputs", type=Path, nargs="+", required=True)
     p.add_argument("--output", type=Path, required=True)
-    p.add_argument("--compression", default="lzf", choices=("lzf", "gzip", "none"))
+    p.add_argument("--compression", default=DEFAULT_COMPRESSION, choices=COMPRESSIONS,
+                   help="HDF5 filter of a concatenated copy")
+    p.add_argument("--layout", default="virtual", choices=("virtual", "concat"),
+                   help="virtual datasets over the parts (default) or a concatenated copy")
     p.add_argument("--pt-windows", nargs="+", metavar="LOW:HIGH",
                    help="keep only jets with LOW <= pT < HIGH (MeV) from each input, in order:"
                    " a hybrid sample")
@@ -21,5 +26,6 @@ def main(args: argparse.Namespace) -> int:
 
     windows = None if args.pt_windows is None else [core.parse_window(w)
                                                       for w in args.pt_windows]
-    core.run(args.inputs, args.output, compression=args.compression, pt_windows=windows)
+    core.run(args.inputs, args.output, compression=args.compression, pt_windows=windows,
+             layout=args.layout)
     return 0

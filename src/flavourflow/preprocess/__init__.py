@@ -1,1 +1,2 @@
-"""preprocess: split, normalise and write `.npy` memmaps plus `variables.json` for one model."""
+"""preprocess: split, resample in (pT, |eta|), normalise and write shuffled `.npy` memmaps
+(jet and track inputs) plus `variables.json` for one model."""

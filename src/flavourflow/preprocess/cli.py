@@ -8,24 +8,38 @@ from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("preprocess", help="split, normalise, write memmaps for a model")
+    p = subparsers.add_parser("preprocess", help="split, resample, normalise, write memmaps")
     p.add_argument("--input", type=Path, required=True, help="merged dump of the sample")
     p.add_argument("--outdir", type=Path, required=True)
     p.add_argument("--model", required=True, help="model name (labels the network output)")
-    p.add_argument("--variables", nargs="+", required=True, help="jet input variables, in order")
+    p.add_argument("--variables", nargs="*", default=[], help="jet input variables, in order")
+    p.add_argument("--track-variables", nargs="*", default=[],
+                   help="track input variables, in order (none: no track inputs)")
+    p.add_argument("--max-tracks", type=int, default=None,
+                   help="tracks per jet kept (default: all the dump has)")
+    p.add_argument("--log-variables", nargs="*", default=[],
+                   help="inputs fed as their natural log (named log_<variable>)")
+    p.add_argument("--resampling", type=json.loads, default={},
+                   help='JSON, e.g. {"method": "pdf", "target": "bottom"}')
     p.add_argument("--fractions", type=json.loads, default={"train": 0.7, "val": 0.15,
                    "test": 0.15}, help='JSON, e.g. {"train": 0.7, "val": 0.15, "test": 0.15}')
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--shuffle-seed", type=int, default=0)
-    p.add_argument("--block-size", type=int, default=100_000)
+    p.add_argument("--block-size", type=int, default=100_000,
+                   help="jets per read block and per shuffle bucket (bounds memory)")
+    p.add_argument("--no-plots", action="store_true", help="skip the kinematics plots")
 
 
 def main(args: argparse.Namespace) -> int:
     from flavourflow.preprocess import core
+    from flavourflow.preprocess.resampling import settings_from
 
     settings = core.Settings(
         variables=args.variables, fractions=args.fractions, split_seed=args.split_seed,
         shuffle_seed=args.shuffle_seed, block_size=args.block_size, model_name=args.model,
+        track_variables=args.track_variables, max_tracks=args.max_tracks,
+        log_variables=args.log_variables, resampling=settings_from(args.resampling),
+        plots=not args.no_plots,
     )
     core.run(args.input, args.outdir, settings)
     return 0

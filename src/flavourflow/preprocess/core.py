@@ -1,38 +1,65 @@
-"""The preprocess stage, in two streaming passes over the merged dump.
+"""The preprocess stage: split, resample, normalise and shuffle the merged dump into memmaps.
 
-Pass 1 counts jets per split and accumulates the moments of every input on the training
-split only. Pass 2 replaces NaN by each variable's default, normalises with the lwtnn
-convention ``x_norm = (x + offset) * scale`` and writes the memmaps, each block shuffled.
-Memory is bounded by the block size whatever the number of jets.
+Passes over the merged dump (memory bounded by ``block_size`` and by the byte caps below,
+whatever the number of jets; outputs are written by row slices, not memory-mapped):
+
+1. jets only (a few fields): split by event number, per-flavour (pT, |eta|) histograms of the
+   training split, from which the resampling is decided;
+2. jets only: how many rows each split gets after resampling (the memmaps' shapes), and the
+   histograms after resampling for the plots;
+3. the one streaming pass over jets and tracks: the raw inputs (log transform applied) are
+   dealt into the memmaps at random bucket slots (:mod:`.shuffle`), while the moments of
+   every input are accumulated on the training split (tracks: valid steps only).
+
+Then each memmap bucket is read once more, in place: NaN -> the variable's default (its
+mean), ``x_norm = (x + offset) * scale`` (lwtnn convention, offset = -mean, scale = 1/std),
+padded track steps set to 0, and the rows permuted, which completes a uniform shuffle.
+A zero or non-finite variance is refused, naming the variable; outputs appear only on
+success.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import resource
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
-from numpy.lib.format import open_memmap
 
+from flavourflow.core import inputs
 from flavourflow.core import split as splitting
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import CLASSES, LABEL_FIELD, class_index
 from flavourflow.core.outputs import atomic_path, write_json
+from flavourflow.preprocess.resampling import Kinematics, Resampling, Sampler, plot
+from flavourflow.preprocess.shuffle import BucketShuffler, RowFile, permute_buckets
 from flavourflow.preprocess.stats import RunningMoments
 
 log = logging.getLogger(__name__)
 
-#: Name of the scalar jet input node (and of the `<split>_jets.npy` memmaps).
-JET_NODE = "jets"
+#: Names of the scalar jet node and the track sequence node (and of their memmaps).
+JET_NODE = inputs.JET_NODE
+TRACK_NODE = inputs.TRACK_NODE
+#: Jet fields every pass reads besides the inputs.
+KEY_FIELDS = ("eventNumber", "jetIndex", LABEL_FIELD, "pt", "eta")
+#: Rows normalised at a time within a bucket (bounds the float64 temporaries).
+NORM_ROWS = 8192
+#: Bytes of track fields read at a time (a jet's tracks weigh ~50x its jet fields).
+TRACK_READ_BYTES = 32 << 20
+#: Bytes of output rows in one shuffle bucket (held in memory when the bucket is permuted).
+BUCKET_BYTES = 64 << 20
+#: Basename (without .pdf/.png) of the before/after kinematics plot.
+PLOT_STEM = "kinematics"
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What the preprocess stage needs from the config."""
+    """What the preprocess stage needs from the config (``variables``: jet inputs)."""
 
     variables: Sequence[str]
     fractions: Mapping[str, float]
@@ -40,42 +67,50 @@ class Settings:
     shuffle_seed: int
     block_size: int
     model_name: str
+    track_variables: Sequence[str] = ()
+    max_tracks: int | None = None
+    log_variables: Sequence[str] = ()
+    resampling: Resampling = field(default_factory=Resampling)
+    plots: bool = True
 
 
-def read_blocks(path: Path, fields: Sequence[str], block_size: int) -> Iterator[np.ndarray]:
-    """Yield consecutive blocks of the `jets` dataset holding only ``fields``."""
+#: Stems of the memmaps written per split (``<split>_<stem>.npy``): always all of them, the
+#: input groups a model does not have with zero width ([N, 0] jets, [N, 0, 0] tracks), so that
+#: every model has the same files.
+STEMS = (JET_NODE, TRACK_NODE, f"{TRACK_NODE}_valid", "labels", "weights")
+
+
+def read_blocks(path: Path, fields: Sequence[str], block_size: int,
+                track_fields: Sequence[str] = (), max_tracks: int = 0
+                ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Consecutive ``(jets, tracks)`` blocks with only ``fields`` (tracks: ``track_fields``
+    of the first ``max_tracks`` steps, or None when none are asked for)."""
     with h5py.File(path, "r") as f:
-        if "jets" not in f:
-            raise FlavourflowError("missing dataset", path=path, field="jets")
-        jets = f["jets"]
-        for name in fields:
-            if name not in jets.dtype.names:
-                raise FlavourflowError("missing jet variable", path=path, field=name)
+        jets = _dataset(f, path, "jets", fields)
+        tracks = _dataset(f, path, TRACK_NODE, track_fields) if track_fields else None
+        if tracks is not None and len(tracks) != len(jets):
+            raise FlavourflowError(f"{len(tracks)} track rows for {len(jets)} jets", path=path,
+                                   field=TRACK_NODE)
         for start in range(0, len(jets), block_size):
-            yield jets.fields(list(fields))[start : start + block_size]
+            stop = min(start + block_size, len(jets))
+            block = jets.fields(list(fields))[start:stop]
+            trk = None
+            if tracks is not None:
+                trk = tracks.fields(list(track_fields))[start:stop, :max_tracks]
+            yield block, trk
 
 
-def _as_matrix(block: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    return np.stack([block[n].astype(np.float64) for n in names], axis=1)
+def _dataset(f: h5py.File, path: Path, name: str, fields: Sequence[str]) -> h5py.Dataset:
+    if name not in f:
+        raise FlavourflowError("missing dataset", path=path, field=name)
+    ds = f[name]
+    for n in fields:
+        if n not in (ds.dtype.names or ()):
+            raise FlavourflowError(f"missing {name} variable", path=path, field=n)
+    return ds
 
 
-def run(source: Path, outdir: Path, settings: Settings) -> dict:
-    """Write ``<split>_{jets,labels,weights}.npy`` and ``variables.json`` under ``outdir``."""
-    names = list(settings.variables)
-    fields = [*names, "eventNumber", LABEL_FIELD]
-
-    counts = dict.fromkeys(splitting.SPLITS, 0)
-    moments = RunningMoments(len(names))
-    for block in read_blocks(source, fields, settings.block_size):
-        cls = class_index(block[LABEL_FIELD])
-        which = splitting.assign(block["eventNumber"], settings.fractions, settings.split_seed)
-        for i, name in enumerate(splitting.SPLITS):
-            counts[name] += int(np.count_nonzero((which == i) & (cls >= 0)))
-        moments.update(_as_matrix(block[(which == 0) & (cls >= 0)], names))
-
-    for name, n in counts.items():
-        if n == 0:
-            raise FlavourflowError(f"the {name} split is empty", path=source, field="eventNumber")
+def _variances_ok(moments: RunningMoments, names: Sequence[str], source: Path) -> None:
     std = moments.std
     for i, name in enumerate(names):
         if not np.isfinite(std[i]) or std[i] == 0.0:
@@ -83,61 +118,203 @@ def run(source: Path, outdir: Path, settings: Settings) -> dict:
                 f"variance on the training split is {std[i] ** 2} (needs to be finite and > 0)",
                 path=source, field=name,
             )
-    offset, scale, default = -moments.mean, 1.0 / std, moments.mean
 
+
+def _node(name: str, variables: Sequence[inputs.Variable], moments: RunningMoments,
+          **extra) -> dict:
+    """A variables.json input node: offset = -mean, scale = 1/std, default = mean."""
+    entries = []
+    for i, v in enumerate(variables):
+        entry = {"name": v.name, "offset": float(-moments.mean[i]),
+                 "scale": float(1.0 / moments.std[i]), "default": float(moments.mean[i])}
+        if v.transform:
+            entry.update(source=v.field, transform=v.transform)
+        entries.append(entry)
+    return {"name": name, **extra, "variables": entries}
+
+
+def run(source: Path, outdir: Path, settings: Settings) -> dict:
+    """Write ``<split>_<group>.npy`` memmaps, ``variables.json`` and the kinematics plots
+    under ``outdir``; return the variables.json content."""
+    t0 = time.perf_counter()
+    jet_vars = [inputs.variable(n, n in settings.log_variables) for n in settings.variables]
+    trk_vars = [inputs.variable(n, n in settings.log_variables)
+                for n in settings.track_variables]
+    unknown = set(settings.log_variables) - {*settings.variables, *settings.track_variables}
+    if unknown:
+        raise FlavourflowError(f"log variables {sorted(unknown)} are not inputs of the model",
+                               field="log_variables")
+    if not jet_vars and not trk_vars:
+        raise FlavourflowError("the model has no inputs", field="jet_variables")
+    has_tracks = bool(trk_vars)
+    max_tracks = 0
+    if has_tracks:
+        with h5py.File(source, "r") as f:
+            _dataset(f, source, TRACK_NODE, [v.field for v in trk_vars])
+            max_tracks = int(settings.max_tracks or f[TRACK_NODE].shape[1])
+    config = settings.resampling
+    key_fields = list(KEY_FIELDS)
+
+    def keys(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cls = class_index(block[LABEL_FIELD])
+        which = splitting.assign(block["eventNumber"], settings.fractions, settings.split_seed)
+        return cls, np.where(cls >= 0, which, -1)
+
+    # pass 1: kinematics of the training split, before resampling
+    before = Kinematics(config)
+    for block, _ in read_blocks(source, key_fields, settings.block_size):
+        cls, which = keys(block)
+        train = which == 0
+        before.fill(cls[train], block["pt"][train], block["eta"][train])
+    sampler = Sampler.from_histograms(config, before, settings.shuffle_seed)
+
+    def plan(block: np.ndarray, cls: np.ndarray, which: np.ndarray):
+        """Copies and weights of each jet (resampled in train and val, not in test)."""
+        resampled = (which == 0) | (which == 1)
+        args = (np.maximum(cls, 0), block["pt"], block["eta"])
+        copies = np.where(resampled, sampler.copies(*args, block["eventNumber"],
+                                                    block["jetIndex"]), 1)
+        weights = np.where(resampled, sampler.weights(*args), np.float32(1.0))
+        return np.where(which >= 0, copies, 0), weights.astype(np.float32)
+
+    # pass 2: rows per split after resampling; kinematics after it
+    counts = dict.fromkeys(splitting.SPLITS, 0)
+    originals = dict.fromkeys(splitting.SPLITS, 0)
+    after = Kinematics(config)
+    for block, _ in read_blocks(source, key_fields, settings.block_size):
+        cls, which = keys(block)
+        copies, weights = plan(block, cls, which)
+        for i, name in enumerate(splitting.SPLITS):
+            counts[name] += int(copies[which == i].sum())
+            originals[name] += int(np.count_nonzero(which == i))
+        train = which == 0
+        after.fill(cls[train], block["pt"][train], block["eta"][train],
+                   copies[train] * weights[train])
+    for name, n in counts.items():
+        if n == 0:
+            raise FlavourflowError(f"the {name} split is empty", path=source, field="eventNumber")
+    t1 = time.perf_counter()
+
+    # pass 3: the raw inputs, dealt into shuffled slots; moments on the training split
     outdir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(settings.shuffle_seed)
-    filled = dict.fromkeys(splitting.SPLITS, 0)
-    with _memmaps(outdir, counts, len(names)) as arrays:
-        for block in read_blocks(source, fields, settings.block_size):
-            cls = class_index(block[LABEL_FIELD])
-            which = splitting.assign(block["eventNumber"], settings.fractions,
-                                     settings.split_seed)
+    row_bytes = 4 * len(jet_vars) + max_tracks * (4 * len(trk_vars) + 1) + 1 + 4  # all stems
+    bucket_rows = max(1024, min(settings.block_size, BUCKET_BYTES // row_bytes))
+    shufflers = {s: BucketShuffler(counts[s], bucket_rows, rng) for s in splitting.SPLITS}
+    jet_moments = RunningMoments(len(jet_vars))
+    trk_moments = RunningMoments(len(trk_vars))
+    fields = list(dict.fromkeys([*key_fields, *(v.field for v in jet_vars)]))
+    trk_fields = list(dict.fromkeys([*(v.field for v in trk_vars), inputs.VALID_FIELD]))
+    stems = [s for s in STEMS if (s != JET_NODE or jet_vars)
+             and (not s.startswith(TRACK_NODE) or has_tracks)]  # the ones with content
+    shapes = {JET_NODE: (len(jet_vars),), TRACK_NODE: (max_tracks, len(trk_vars)),
+              f"{TRACK_NODE}_valid": (max_tracks,)}
+    read_rows = settings.block_size
+    if has_tracks:
+        with h5py.File(source, "r") as f:
+            per_jet = f[TRACK_NODE].fields(trk_fields).dtype.itemsize * max_tracks
+        read_rows = max(1024, min(read_rows, TRACK_READ_BYTES // per_jet))
+    with _memmaps(outdir, counts, STEMS, shapes) as arrays:
+        for block, trk in read_blocks(source, fields, read_rows,
+                                      trk_fields if has_tracks else (), max_tracks):
+            cls, which = keys(block)
+            copies, weights = plan(block, cls, which)
             for i, split in enumerate(splitting.SPLITS):
-                rows = np.flatnonzero((which == i) & (cls >= 0))
-                rows = rows[rng.permutation(len(rows))]
-                x = _as_matrix(block[rows], names)
-                x = np.where(np.isfinite(x), x, default)
-                start, stop = filled[split], filled[split] + len(rows)
-                arrays[f"{split}_jets"][start:stop] = (x + offset) * scale
-                arrays[f"{split}_labels"][start:stop] = cls[rows]
-                arrays[f"{split}_weights"][start:stop] = 1.0
-                filled[split] = stop
+                rows = np.flatnonzero(which == i)
+                rows = np.repeat(rows, copies[rows])
+                if not len(rows):
+                    continue
+                out = {"labels": cls[rows], "weights": weights[rows]}
+                if jet_vars:
+                    x = inputs.jet_matrix(block[rows], jet_vars)
+                    if i == 0:
+                        jet_moments.update(x)
+                    out[JET_NODE] = x.astype(np.float32)
+                if has_tracks:
+                    values, valid = inputs.track_tensor(trk[rows], trk_vars, max_tracks,
+                                                        np.float32)
+                    if i == 0:
+                        trk_moments.update(values[valid])
+                    out[TRACK_NODE] = values
+                    out[f"{TRACK_NODE}_valid"] = valid
+                for idx, slots in shufflers[split].deal(len(rows)):
+                    for stem in stems:
+                        arrays[f"{split}_{stem}"][slots] = out[stem][idx]
+        assert all(s.complete() for s in shufflers.values())
+        t2 = time.perf_counter()
+        _variances_ok(jet_moments, [v.name for v in jet_vars], source)
+        _variances_ok(trk_moments, [v.name for v in trk_vars], source)
+
+        # in place, bucket by bucket: defaults, normalisation, padding -> 0, permutation
+        norm = {
+            JET_NODE: (jet_moments.mean, 1.0 / jet_moments.std),
+            TRACK_NODE: (trk_moments.mean, 1.0 / trk_moments.std),
+        }
+
+        def finish(blocks: dict) -> dict:
+            valid = blocks.get(f"{TRACK_NODE}_valid")
+            for node in (JET_NODE, TRACK_NODE):
+                if node in blocks:
+                    blocks[node] = _normalise(blocks[node], *norm[node],
+                                              valid if node == TRACK_NODE else None)
+            return blocks
+
+        for split in splitting.SPLITS:
+            permute_buckets({stem: arrays[f"{split}_{stem}"] for stem in stems},
+                            shufflers[split], finish)
+    t3 = time.perf_counter()
 
     variables = {
-        "inputs": [{
-            "name": JET_NODE,
-            "variables": [
-                {"name": n, "offset": float(offset[i]), "scale": float(scale[i]),
-                 "default": float(default[i])}
-                for i, n in enumerate(names)
-            ],
-        }],
-        "input_sequences": [],
+        "inputs": [_node(JET_NODE, jet_vars, jet_moments)] if jet_vars else [],
+        "input_sequences": ([_node(TRACK_NODE, trk_vars, trk_moments, max_tracks=max_tracks)]
+                            if has_tracks else []),
         "outputs": [{"name": settings.model_name, "labels": [c.prob for c in CLASSES]}],
         "classes": [{"name": c.name, "label": c.label} for c in CLASSES],
         "split": {"fractions": dict(settings.fractions), "seed": settings.split_seed},
+        "resampling": {**config.as_dict(), "applied_to": ["train", "val"],
+                       "n_jets_before": originals},
+        "shuffle": {"seed": settings.shuffle_seed, "bucket_rows": bucket_rows},
         "n_jets": counts,
         "source": str(source),
     }
+    if settings.plots:
+        plot(before, after, outdir / PLOT_STEM, f"{settings.model_name}: training split")
     write_json(outdir / "variables.json", variables)
-    log.info("preprocessed %s jets per split from %s", counts, source)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    log.info("preprocessed %s jets per split (before resampling %s) from %s in %.2f s "
+             "(counting %.2f, writing %.2f, normalising %.2f), peak RSS %.0f MB", counts,
+             originals, source, t3 - t0, t1 - t0, t2 - t1, t3 - t2, peak)
     return variables
 
 
+def _normalise(x: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+               valid: np.ndarray | None) -> np.ndarray:
+    """In place (float32 ``x``): NaN -> default (the mean), then (x - mean) * scale computed
+    in float64; padded steps (``~valid``) -> 0."""
+    for start in range(0, len(x), NORM_ROWS):
+        chunk = x[start : start + NORM_ROWS].astype(np.float64)
+        v = None if valid is None else valid[start : start + NORM_ROWS]
+        chunk = inputs.fill_defaults(chunk, v, mean)
+        chunk = (chunk - mean) * scale
+        if v is not None:
+            chunk[~v] = 0.0
+        x[start : start + NORM_ROWS] = chunk
+    return x
+
+
 @contextlib.contextmanager
-def _memmaps(outdir: Path, counts: Mapping[str, int], n_vars: int) -> Iterator[dict]:
-    """Open every memmap as a temporary file; all move into place only if the block succeeds."""
-    specs = {}
-    for split, n in counts.items():
-        specs[f"{split}_jets"] = ((n, n_vars), np.float32)
-        specs[f"{split}_labels"] = ((n,), np.int8)
-        specs[f"{split}_weights"] = ((n,), np.float32)
+def _memmaps(outdir: Path, counts: Mapping[str, int], stems: Sequence[str],
+             shapes: Mapping[str, tuple[int, ...]]) -> Iterator[dict]:
+    """Open every `.npy` output (as a :class:`~.shuffle.RowFile`) under a temporary name; all
+    move into place only if the block succeeds."""
+    dtypes = {JET_NODE: np.float32, TRACK_NODE: np.float32, f"{TRACK_NODE}_valid": np.bool_,
+              "labels": np.int8, "weights": np.float32}
     with contextlib.ExitStack() as stack:
         arrays = {}
-        for key, (shape, dtype) in specs.items():
-            tmp = stack.enter_context(atomic_path(outdir / f"{key}.npy"))
-            arrays[key] = open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        for split, n in counts.items():
+            for stem in stems:
+                tmp = stack.enter_context(atomic_path(outdir / f"{split}_{stem}.npy"))
+                arrays[f"{split}_{stem}"] = RowFile(tmp, (n, *shapes.get(stem, ())),
+                                                    dtypes[stem])
+                stack.callback(arrays[f"{split}_{stem}"].close)
         yield arrays
-        for array in arrays.values():
-            array.flush()

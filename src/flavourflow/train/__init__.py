@@ -1,1 +1,1 @@
-"""train: Keras 3 networks trained from the preprocess memmaps."""
+"""train: Keras 3 networks (tutorial, DL1, DIPS) trained from the preprocess memmaps."""

@@ -13,21 +13,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, required=True, help="model.keras to write")
     p.add_argument("--history", type=Path, required=True, help="history.csv to write")
     p.add_argument("--info", type=Path, required=True, help="training.json to write")
-    p.add_argument("--architecture", default="tutorial")
+    p.add_argument("--architecture", default="tutorial", help="tutorial, dl1 or dips")
     p.add_argument("--options", type=json.loads, default={},
                    help="JSON object of architecture options")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--training", type=json.loads, default={},
+                   help="JSON object: the model's `training` config entry (epochs, batch_size,"
+                        " learning_rate, seed, lr_schedule, early_stopping, mixed_precision,"
+                        " loader_workers); the options below override it")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
 
 
 def main(args: argparse.Namespace) -> int:
+    from flavourflow.core.errors import FlavourflowError
     from flavourflow.train import core
 
-    settings = core.Settings(
-        architecture=args.architecture, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, seed=args.seed, options=args.options,
-    )
+    cfg = {"epochs": 10, "batch_size": 512, "learning_rate": 1e-3, "seed": 0,
+           **args.training}
+    for key in ("epochs", "batch_size", "learning_rate", "seed"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    known = set(core.Settings.__dataclass_fields__) - {"architecture", "options"}
+    for key in set(cfg) - known:
+        raise FlavourflowError(f"unknown training setting; known: {sorted(known)}",
+                               field=f"training.{key}")
+    settings = core.Settings(architecture=args.architecture, options=args.options, **cfg)
     core.run(args.preprocessed, args.model, args.history, args.info, settings)
     return 0

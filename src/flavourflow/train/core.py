@@ -1,16 +1,27 @@
 """The train stage: build the configured network, fit it on the memmaps, record everything
-needed to reproduce it next to the model."""
+needed to reproduce it next to the model.
+
+After every epoch the model (with its optimizer state), the history so far and the early
+stopping state are checkpointed under ``<model dir>/checkpoint/``; a rerun with the same
+settings and the same preprocessed data resumes from the last complete checkpoint and, on CPU
+with a fixed seed, ends with the weights an uninterrupted run ends with (the batch order and
+the learning rate are functions of (seed, epoch); dropout's RNG state is saved with the model).
+The checkpoint is removed once the outputs are written.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
+import math
 import os
 import platform
+import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +31,9 @@ from flavourflow.core.outputs import atomic_path, write_json
 from flavourflow.train import data, models
 
 log = logging.getLogger(__name__)
+
+SCHEDULES = ("constant", "cosine", "exponential")
+CHECKPOINT_DIR = "checkpoint"
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,41 @@ class Settings:
     learning_rate: float
     seed: int
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: {"type": constant|cosine|exponential, "warmup_epochs", "final_fraction", "decay"}
+    lr_schedule: Mapping[str, Any] = field(default_factory=dict)
+    #: {"patience": epochs without val_loss improvement, "min_delta"}; empty: off
+    early_stopping: Mapping[str, Any] = field(default_factory=dict)
+    mixed_precision: bool = False
+    loader_workers: int = 1
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        for key in ("options", "lr_schedule", "early_stopping"):
+            out[key] = dict(getattr(self, key))
+        return out
+
+
+def learning_rate(settings: Settings, epoch: int) -> float:
+    """The learning rate of ``epoch`` (0-based): optional linear warm-up, then constant,
+    cosine decay to ``final_fraction`` of the initial rate at the last epoch, or
+    exponential decay by ``decay`` per epoch."""
+    cfg = dict(settings.lr_schedule)
+    kind = cfg.get("type", "constant")
+    if kind not in SCHEDULES:
+        raise FlavourflowError(f"unknown schedule {kind!r}; one of {SCHEDULES}",
+                               field="lr_schedule.type")
+    base = settings.learning_rate
+    warmup = int(cfg.get("warmup_epochs", 0))
+    if epoch < warmup:
+        return base * (epoch + 1) / (warmup + 1)
+    step, span = epoch - warmup, max(1, settings.epochs - warmup - 1)
+    if kind == "cosine":
+        final = float(cfg.get("final_fraction", 0.01))
+        return base * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(step, span)
+                                                                 / span)))
+    if kind == "exponential":
+        return base * float(cfg.get("decay", 0.9)) ** step
+    return base
 
 
 def _device() -> str:
@@ -39,6 +88,75 @@ def _device() -> str:
 
     gpus = tf.config.list_physical_devices("GPU")
     return f"GPU ({', '.join(g.name for g in gpus)})" if gpus else "CPU"
+
+
+def _input_names(variables: dict) -> tuple[list[str], models.Shapes]:
+    """Memmap stems in the model's input order, and the input shapes, from variables.json."""
+    jets = variables.get("inputs") or []
+    seqs = variables.get("input_sequences") or []
+    if len(jets) > 1 or len(seqs) > 1:
+        raise FlavourflowError("at most one jet and one track input node are supported",
+                               field="inputs")
+    names: list[str] = []
+    n_jet = n_steps = n_track = 0
+    jet_name, track_name = "jets", "tracks"
+    if jets:
+        jet_name, n_jet = jets[0]["name"], len(jets[0]["variables"])
+        names.append(jet_name)
+    if seqs:
+        track_name, n_track = seqs[0]["name"], len(seqs[0]["variables"])
+        n_steps = int(seqs[0]["max_tracks"])
+        names += [track_name, f"{track_name}_valid"]
+    return names, models.Shapes(n_jet, n_steps, n_track, jet_name, track_name)
+
+
+def _fingerprint(settings: Settings, variables_text: str, shapes: dict) -> str:
+    payload = json.dumps({"settings": settings.as_dict(), "variables": variables_text,
+                          "shapes": shapes, "version": __version__}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class _Checkpoints:
+    """Per-epoch checkpoints: ``epoch_<k>.keras`` then ``state.json`` (written last, naming
+    it), each atomically, so an interruption at any point leaves the previous one usable."""
+
+    def __init__(self, directory: Path, fingerprint: str) -> None:
+        self.dir = directory
+        self.fingerprint = fingerprint
+
+    def load(self) -> dict | None:
+        path = self.dir / "state.json"
+        if not path.is_file():
+            return None
+        try:
+            state = json.loads(path.read_text())
+        except ValueError:
+            return None
+        if state.get("fingerprint") != self.fingerprint:
+            log.info("checkpoint in %s is of other settings or data: starting afresh", self.dir)
+            return None
+        if not (self.dir / state["model"]).is_file():
+            return None
+        return state
+
+    def save(self, model: Any, state: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        state = {**state, "rng_states": [v.numpy().tolist() for v in _rng_states(model)]}
+        name = f"epoch_{state['epochs_done']}.keras"
+        with atomic_path(self.dir / name) as tmp:
+            model.save(tmp)
+        if state.get("best_improved"):
+            tmp = self.dir / f"partial-{os.getpid()}.weights.h5"  # Keras wants this suffix
+            model.save_weights(tmp)
+            os.replace(tmp, self.dir / "best.weights.h5")
+        write_json(self.dir / "state.json", {**state, "model": name,
+                                             "fingerprint": self.fingerprint})
+        for old in self.dir.glob("epoch_*.keras"):
+            if old.name != name:
+                old.unlink()
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
@@ -49,63 +167,145 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
     import keras
     import tensorflow as tf
 
-    variables = json.loads((preprocessed / "variables.json").read_text())
-    node = variables["inputs"][0]
+    import flavourflow.export.layers  # noqa: F401  (registers MaskedSum for loading)
+    import flavourflow.train.layers  # noqa: F401  (registers PerTrack for resuming)
+
+    variables_text = (preprocessed / "variables.json").read_text()
+    variables = json.loads(variables_text)
     classes = variables["outputs"][0]["labels"]
+    names, shapes = _input_names(variables)
+    train = data.open_split(preprocessed, "train", names)
+    val = data.open_split(preprocessed, "val", names)
+    for array, want in zip(train["x"], _widths(shapes), strict=True):
+        if array.shape[1:] != want:
+            raise FlavourflowError(f"memmap rows are {array.shape[1:]}, variables.json says "
+                                   f"{want}", path=preprocessed, field="shape")
+
+    device = _device()
+    precision = "float32"
+    if settings.mixed_precision:
+        if device == "CPU":
+            log.warning("mixed precision asked for but no GPU: training in float32")
+            precision = "float32 (mixed precision needs a GPU)"
+        else:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+            precision = "mixed_float16"
     keras.utils.set_random_seed(settings.seed)
     tf.config.experimental.enable_op_determinism()
 
-    train = data.open_split(preprocessed, "train", node["name"])
-    val = data.open_split(preprocessed, "val", node["name"])
-    if train["x"].shape[1] != len(node["variables"]):
-        raise FlavourflowError(
-            f"memmap has {train['x'].shape[1]} columns, variables.json {len(node['variables'])}",
-            path=preprocessed / f"train_{node['name']}.npy", field="shape",
-        )
-    model = models.build(settings.architecture, settings.options, len(node["variables"]),
-                         len(classes), node["name"])
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        weighted_metrics=["sparse_categorical_accuracy"],
+    n_train = len(train["y"])
+    checkpoints = _Checkpoints(
+        model_out.parent / CHECKPOINT_DIR,
+        _fingerprint(settings, variables_text,
+                     {"train": n_train, "val": len(val["y"])}),
     )
+    state = checkpoints.load()
+    if state is None:
+        model = models.build(settings.architecture, settings.options, shapes, len(classes),
+                             fast=True)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            weighted_metrics=["sparse_categorical_accuracy"],
+        )
+        state = {"epochs_done": 0, "history": [], "epoch_seconds": [], "train_seconds": [],
+                 "best": None, "best_epoch": None, "wait": 0, "stopped_early": False}
+    else:
+        model = keras.saving.load_model(checkpoints.dir / state["model"])
+        for variable, value in zip(_rng_states(model), state["rng_states"], strict=True):
+            variable.assign(value)  # .keras files do not keep dropout's RNG state
+        log.info("resuming from the checkpoint after epoch %d", state["epochs_done"])
 
-    epoch_times: list[float] = []
+    train_loader = data.make_loader(train, settings.batch_size, settings.seed,
+                                    settings.loader_workers)
+    val_loader = data.make_loader(val, settings.batch_size, None, settings.loader_workers)
+    patience = int(settings.early_stopping.get("patience", 0))
+    min_delta = float(settings.early_stopping.get("min_delta", 0.0))
 
-    class Timer(keras.callbacks.Callback):
+    class Recorder(keras.callbacks.Callback):
+        """Learning rate, timing, history, early stopping and the checkpoint, per epoch."""
+
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            self.start = time.perf_counter()
+            train_loader.set_epoch(epoch)
+            self.model.optimizer.learning_rate.assign(learning_rate(settings, epoch))
+            self.start = self.last_batch = time.perf_counter()
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.last_batch = time.perf_counter()
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            epoch_times.append(time.perf_counter() - self.start)
+            now = time.perf_counter()
+            row = {"epoch": epoch, "learning_rate": learning_rate(settings, epoch),
+                   **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}}
+            state["history"].append(row)
+            state["epoch_seconds"].append(now - self.start)
+            state["train_seconds"].append(self.last_batch - self.start)
+            state["epochs_done"] = epoch + 1
+            monitored = row.get("val_loss", row.get("loss"))
+            improved = state["best"] is None or monitored < state["best"] - min_delta
+            if improved:
+                state["best"], state["best_epoch"], state["wait"] = monitored, epoch, 0
+            else:
+                state["wait"] += 1
+            if patience and state["wait"] >= patience:
+                state["stopped_early"] = True
+                self.model.stop_training = True
+            checkpoints.save(self.model, {**state, "best_improved": improved and patience > 0})
 
-    history = model.fit(
-        data.make_loader(train, settings.batch_size, settings.seed),
-        validation_data=data.make_loader(val, settings.batch_size, None),
-        epochs=settings.epochs, callbacks=[Timer()], verbose=2,
-    )
+    if state["epochs_done"] < settings.epochs and not state["stopped_early"]:
+        model.fit(train_loader, validation_data=val_loader, epochs=settings.epochs,
+                  initial_epoch=state["epochs_done"], callbacks=[Recorder()], verbose=2,
+                  shuffle=False)  # the loader orders the batches, from (seed, epoch)
+    if patience and (checkpoints.dir / "best.weights.h5").is_file():
+        model.load_weights(checkpoints.dir / "best.weights.h5")  # the best epoch's weights
 
+    # What export loads: standard layers (TimeDistributed, not PerTrack) in float32 (not
+    # mixed precision), with the trained weights.
+    keras.mixed_precision.set_global_policy("float32")
+    final = models.build(settings.architecture, settings.options, shapes, len(classes))
+    final.set_weights(model.get_weights())
     with atomic_path(model_out) as tmp:
-        model.save(tmp)
+        final.save(tmp)
+    rows = state["history"]
     with atomic_path(history_out) as tmp, open(tmp, "w", newline="") as stream:
-        keys = list(history.history)
-        writer = csv.writer(stream)
-        writer.writerow(["epoch", *keys])
-        for epoch in range(len(epoch_times)):
-            writer.writerow([epoch, *(history.history[k][epoch] for k in keys)])
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        writer = csv.DictWriter(stream, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
 
-    n_train = len(train["y"])
     info = {
-        "settings": {**settings.__dict__, "options": dict(settings.options)},
+        "settings": settings.as_dict(),
         "seed": settings.seed,
         "n_jets": {"train": n_train, "val": len(val["y"])},
-        "device": _device(),
-        "epoch_seconds": epoch_times,
-        "jets_per_second": [n_train / t for t in epoch_times],
+        "inputs": {name: [v["name"] for v in node["variables"]]
+                   for node in [*(variables.get("inputs") or []),
+                                *(variables.get("input_sequences") or [])]
+                   for name in [node["name"]]},
+        "device": device,
+        "precision": precision,
+        "epochs_run": state["epochs_done"],
+        "stopped_early": state["stopped_early"],
+        "best_epoch": state["best_epoch"],
+        "epoch_seconds": state["epoch_seconds"],
+        "train_seconds": state["train_seconds"],
+        "jets_per_second": [n_train / t if t > 0 else None for t in state["train_seconds"]],
+        "learning_rates": [r["learning_rate"] for r in rows],
         "versions": {"flavourflow": __version__, "keras": keras.__version__,
                      "tensorflow": tf.__version__, "python": platform.python_version()},
         "classes": classes,
-        "inputs": [v["name"] for v in node["variables"]],
     }
     write_json(info_out, info)
+    checkpoints.clear()
     return info
+
+
+def _rng_states(model: Any) -> list:
+    """The state variables of the model's random generators (dropout), in a fixed order."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def _widths(shapes: models.Shapes) -> list[tuple[int, ...]]:
+    out = [(shapes.n_jet,)] if shapes.n_jet else []
+    if shapes.n_track:
+        out += [(shapes.n_steps, shapes.n_track), (shapes.n_steps,)]
+    return out

@@ -1,48 +1,142 @@
-"""Network architectures, each buildable from a config entry and convertible to lwtnn."""
+"""Network architectures, each built from a model's config entry and convertible to lwtnn
+(only layers the converter maps: Dense, BatchNormalization, Dropout, Activation,
+TimeDistributed(Dense / BatchNormalization / Dropout / Activation), MaskedSum, Concatenate).
+
+Keras inputs, in this order: ``jets`` [n_jet_vars] (when the model has jet inputs), then
+``tracks`` [T, n_track_vars] and ``tracks_valid`` [T] (bool, used only as the MaskedSum mask).
+The output is a float32 softmax over the classes (also under mixed precision).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from flavourflow.core.errors import FlavourflowError
 
-def tutorial(n_inputs: int, n_classes: int, input_name: str, **_: Any):
+
+@dataclass(frozen=True)
+class Shapes:
+    """Input widths from variables.json: jet variables, tracks per jet, track variables."""
+
+    n_jet: int
+    n_steps: int = 0
+    n_track: int = 0
+    jet_name: str = "jets"
+    track_name: str = "tracks"
+
+    @property
+    def valid_name(self) -> str:
+        return f"{self.track_name}_valid"
+
+
+def _dense_block(x: Any, widths: Sequence[int], activation: str, batch_norm: bool,
+                 dropout: float, prefix: str, per_track: bool = False,
+                 fast: bool = False) -> Any:
+    """Dense (+ batch norm) + activation (+ dropout) per width; per track when ``per_track``
+    (with :class:`~flavourflow.train.layers.PerTrack` when ``fast``, else TimeDistributed)."""
+    import keras
+
+    def wrap(layer: Any, name: str) -> Any:
+        if per_track:
+            if fast:
+                from flavourflow.train.layers import PerTrack
+
+                return PerTrack(layer, name=name)
+            return keras.layers.TimeDistributed(layer, name=name)
+        return layer
+
+    for i, width in enumerate(widths):
+        x = wrap(keras.layers.Dense(width, name=f"{prefix}dense_{i}"), f"{prefix}td_dense_{i}")(x)
+        if batch_norm:
+            x = wrap(keras.layers.BatchNormalization(name=f"{prefix}batch_norm_{i}"),
+                     f"{prefix}td_batch_norm_{i}")(x)
+        x = wrap(keras.layers.Activation(activation, name=f"{prefix}activation_{i}"),
+                 f"{prefix}td_activation_{i}")(x)
+        if dropout > 0:
+            x = wrap(keras.layers.Dropout(dropout, name=f"{prefix}dropout_{i}"),
+                     f"{prefix}td_dropout_{i}")(x)
+    return x
+
+
+def _softmax(x: Any, n_classes: int) -> Any:
+    import keras
+
+    return keras.layers.Dense(n_classes, activation="softmax", dtype="float32",
+                              name="probabilities")(x)
+
+
+def tutorial(shapes: Shapes, n_classes: int, **_: Any):
     """The tutorial network: the inputs straight into a softmax over the classes
     (a multinomial logistic regression on the baseline discriminants)."""
     import keras
 
-    inputs = keras.Input(shape=(n_inputs,), name=input_name)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(inputs)
-    return keras.Model(inputs, outputs, name="tutorial")
+    inputs = keras.Input(shape=(shapes.n_jet,), name=shapes.jet_name)
+    return keras.Model(inputs, _softmax(inputs, n_classes), name="tutorial")
 
 
-def dl1(n_inputs: int, n_classes: int, input_name: str, hidden: tuple[int, ...] = (64, 32),
+def dl1(shapes: Shapes, n_classes: int, hidden: Sequence[int] = (64, 32),
         activation: str = "relu", batch_norm: bool = False, dropout: float = 0.0, **_: Any):
-    """A DL1-style MLP: dense blocks (optional batch norm and dropout), then a softmax."""
+    """A DL1-style MLP over jet-level inputs: dense blocks (optional batch norm and
+    dropout), then a softmax."""
     import keras
 
-    inputs = keras.Input(shape=(n_inputs,), name=input_name)
-    x = inputs
-    for i, width in enumerate(hidden):
-        x = keras.layers.Dense(width, name=f"dense_{i}")(x)
-        if batch_norm:
-            x = keras.layers.BatchNormalization(name=f"batch_norm_{i}")(x)
-        x = keras.layers.Activation(activation, name=f"activation_{i}")(x)
-        if dropout > 0:
-            x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="dl1")
+    inputs = keras.Input(shape=(shapes.n_jet,), name=shapes.jet_name)
+    x = _dense_block(inputs, hidden, activation, batch_norm, dropout, "")
+    return keras.Model(inputs, _softmax(x, n_classes), name="dl1")
 
 
-ARCHITECTURES = {"tutorial": tutorial, "dl1": dl1}
+def dips(shapes: Shapes, n_classes: int, track_hidden: Sequence[int] = (64, 64, 32),
+         hidden: Sequence[int] = (64, 32), activation: str = "relu", batch_norm: bool = False,
+         dropout: float = 0.0, fast: bool = False, **_: Any):
+    """Deep sets over tracks (DIPS): the same network on every track, a sum over the valid
+    tracks only (padded steps masked out), then a jet-level network and a softmax. Jet inputs,
+    when the model has some, join the pooled track representation before the jet network.
+    ``fast`` builds the per-track layers as PerTrack (training) instead of TimeDistributed.
+    Batch normalisation and dropout apply to the jet-level network only (per-track batch
+    statistics would include the padded steps)."""
+    import keras
+
+    from flavourflow.export.layers import MaskedSum
+
+    tracks = keras.Input(shape=(shapes.n_steps, shapes.n_track), name=shapes.track_name)
+    valid = keras.Input(shape=(shapes.n_steps,), dtype="bool", name=shapes.valid_name)
+    h = _dense_block(tracks, track_hidden, activation, False, 0.0, "track_", per_track=True,
+                     fast=fast)
+    x = MaskedSum(name="sum_over_tracks")([h, valid])
+    inputs = [tracks, valid]
+    if shapes.n_jet:
+        jets = keras.Input(shape=(shapes.n_jet,), name=shapes.jet_name)
+        x = keras.layers.Concatenate(name="tracks_and_jet")([x, jets])
+        inputs = [jets, *inputs]
+    x = _dense_block(x, hidden, activation, batch_norm, dropout, "jet_")
+    return keras.Model(inputs, _softmax(x, n_classes), name="dips")
 
 
-def build(architecture: str, options: Mapping[str, Any], n_inputs: int, n_classes: int,
-          input_name: str):
-    """Build the named architecture with ``options`` from the model's config entry."""
+ARCHITECTURES = {"tutorial": tutorial, "dl1": dl1, "dips": dips}
+#: Which inputs each architecture needs: (jet inputs, track inputs); None: optional.
+NEEDS = {"tutorial": (True, False), "dl1": (True, False), "dips": (None, True)}
+
+
+def build(architecture: str, options: Mapping[str, Any], shapes: Shapes, n_classes: int,
+          fast: bool = False):
+    """Build the named architecture with ``options`` from the model's config entry;
+    ``fast``: the training-time variant (same weights, faster per-track layers)."""
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+        raise FlavourflowError(f"unknown architecture {architecture!r}; known: "
+                               f"{sorted(ARCHITECTURES)}", field="architecture")
+    jets, tracks = NEEDS[architecture]
+    for needed, have, what in ((jets, shapes.n_jet > 0, "jet_variables"),
+                               (tracks, shapes.n_track > 0, "track_variables")):
+        if needed is not None and needed != have:
+            raise FlavourflowError(
+                f"architecture {architecture} {'needs' if needed else 'takes no'} {what}",
+                field=what)
     opts = dict(options)
-    if "hidden" in opts:
-        opts["hidden"] = tuple(opts["hidden"])
-    return ARCHITECTURES[architecture](n_inputs, n_classes, input_name, **opts)
+    for key in ("hidden", "track_hidden"):
+        if key in opts:
+            opts[key] = tuple(opts[key])
+    if fast:
+        opts["fast"] = True
+    return ARCHITECTURES[architecture](shapes, n_classes, **opts)

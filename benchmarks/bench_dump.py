@@ -1,0 +1,132 @@
+"""Benchmark of the dump stage against a raw uproot read of the same branches, and of its
+peak memory on an input ten times larger, in one run.
+
+    /work/venv/bin/python benchmarks/bench_dump.py [--format physlite] [--copies 100]
+        [--factor 10] [--step-size 2000] [--repeat 3]
+
+Inputs (written once, in a temporary folder): ``physlite`` (default): the real Run 3
+PHYSLITE test file tiled ``--copies`` times (benchmarks/physlite_input.py, 100 events per
+copy) and ``--factor`` times more; ``flavourflow``: the generated schema
+(tests/factories.py), ``--copies`` x 100 events and ``--factor`` times more.
+
+Every measurement runs in its own Python process (so that each has its own peak RSS) and
+times, after the imports: (A) the raw read: ``uproot`` iterating over the branches the
+reader uses, same step size; (B) the dump: ``flavourflow.dump.core.run`` (read, convert,
+write with the default filter). A and B alternate, best of ``--repeat``. Prints events/s and
+jets/s, B's throughput / A's (goal >= 0.7), and the peak RSS of B on the small and the large
+input (goal: large <= 1.3 x small).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def branches_of(path: Path, fmt: str) -> tuple[str, list[str]]:
+    """(tree name, branches) the dump reads for ``fmt``."""
+    if fmt == "physlite":
+        from flavourflow.dump import physlite
+
+        reader = physlite.open_file(path)
+        return reader.storage, sorted({q.branch for q in reader.quantities.values()})
+    from flavourflow.dump import ntuple
+
+    return ntuple.TREE, list(ntuple.BRANCHES)
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measurement in this process; prints one JSON line."""
+    import uproot
+
+    from flavourflow.dump import core
+    from flavourflow.dump.blocks import Selection
+
+    tree, branches = branches_of(args.input, args.format)
+    jets = events = 0
+    t0 = time.perf_counter()
+    if args.child == "read":
+        for block in uproot.open(args.input)[tree].iterate(branches, step_size=args.step_size,
+                                                           library="ak"):
+            events += len(block)
+    else:
+        jets = core.run(args.input, args.output, Selection(20_000.0, 2.5), 40, args.step_size,
+                        fmt=args.format)
+    seconds = time.perf_counter() - t0
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "jets": jets, "events": events, "rss_mb": rss_mb}))
+
+
+def measure(kind: str, path: Path, fmt: str, step_size: int, out: Path) -> dict:
+    command = [sys.executable, __file__, "--child", kind, "--input", str(path), "--format", fmt,
+               "--step-size", str(step_size), "--output", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def make_input(path: Path, fmt: str, copies: int) -> Path:
+    if fmt == "physlite":
+        from physlite_input import write_tiled
+
+        return write_tiled(path, copies)[0]
+    from factories import write_ntuple
+
+    return write_ntuple(path, copies * 100, seed=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--format", default="physlite", choices=("physlite", "flavourflow"))
+    parser.add_argument("--copies", type=int, default=100)
+    parser.add_argument("--factor", type=int, default=10)
+    parser.add_argument("--step-size", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--child", choices=("read", "dump"), help=argparse.SUPPRESS)
+    parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        small = make_input(work / "small.root", args.format, args.copies)
+        large = make_input(work / "large.root", args.format, args.copies * args.factor)
+        best: dict[str, dict] = {}
+        for _ in range(args.repeat):
+            for kind in ("read", "dump"):
+                m = measure(kind, small, args.format, args.step_size, work / "out.h5")
+                if kind not in best or m["seconds"] < best[kind]["seconds"]:
+                    best[kind] = m
+        big = measure("dump", large, args.format, args.step_size, work / "large.h5")
+        big_read = measure("read", large, args.format, args.step_size, work / "large.h5")
+        read, dump = best["read"], best["dump"]
+        events = read["events"]
+        print(f"format {args.format}, step size {args.step_size}, best of {args.repeat}")
+        print(f"small input: {events} events, {small.stat().st_size / 1e6:.1f} MB; "
+              f"large: {big_read['events']} events, {large.stat().st_size / 1e6:.1f} MB")
+        print(f"raw uproot read : {events / read['seconds']:9.0f} events/s "
+              f"({read['seconds']:.3f} s)")
+        print(f"dump            : {events / dump['seconds']:9.0f} events/s "
+              f"({dump['seconds']:.3f} s), {dump['jets'] / dump['seconds']:.0f} jets/s")
+        print(f"dump / raw read throughput: {read['seconds'] / dump['seconds']:.2f} "
+              "(goal >= 0.7)")
+        print(f"large input dump: {big['jets'] / big['seconds']:.0f} jets/s "
+              f"({big['seconds']:.2f} s)")
+        print(f"peak RSS dump: small {dump['rss_mb']:.0f} MB, large {big['rss_mb']:.0f} MB, "
+              f"ratio {big['rss_mb'] / dump['rss_mb']:.2f} (goal <= 1.3); raw read: small "
+              f"{read['rss_mb']:.0f} MB, large {big_read['rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Benchmark of training from the preprocess memmaps against in-memory numpy arrays.
+
+    /work/venv/bin/python benchmarks/bench_train.py --preprocessed results/preprocess/dips \
+        --architecture dips [--epochs 4] [--batch-size 256] [--repeats 2]
+
+Each measurement is a separate process (so that peak RSS is its own), run alternately
+(memmap, numpy, memmap, ...): the same model (``models.build`` with the same options and
+seed), the same batch size, optimizer and loss, on the same training split; only the data
+source differs. ``memmap``: the stage's loader (:func:`flavourflow.train.data.make_loader`,
+contiguous batches read from the `.npy` memmaps, batch order per epoch); ``numpy``: the
+arrays loaded whole into memory and given to ``model.fit`` (Keras' array adapter, shuffled
+per epoch). jets/s per epoch = training jets / time from the epoch's start to its last
+batch (validation excluded); the first epoch (tracing) is reported but left out of the
+median. ``--stage`` also times the train stage itself (``train.core.run``: the memmap
+loader plus per-epoch checkpoints, learning-rate schedule and records).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OPTIONS = {
+    "tutorial": {},
+    "dl1": {"hidden": [64, 64, 32], "activation": "relu", "batch_norm": True, "dropout": 0.1},
+    "dips": {"track_hidden": [64, 64, 32], "hidden": [64, 32], "activation": "relu",
+             "batch_norm": True, "dropout": 0.1},
+}
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One measurement in this process; prints a JSON line."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import numpy as np
+
+    import flavourflow.export.layers  # noqa: F401
+    from flavourflow.train import core, data, models
+
+    pre = args.preprocessed
+    variables = json.loads((pre / "variables.json").read_text())
+    names, shapes = core._input_names(variables)
+    if args.mode == "stage":
+        with tempfile.TemporaryDirectory() as tmp:
+            info = core.run(pre, Path(tmp) / "m.keras", Path(tmp) / "h.csv",
+                            Path(tmp) / "t.json", core.Settings(
+                                architecture=args.architecture, epochs=args.epochs,
+                                batch_size=args.batch_size, learning_rate=1e-3, seed=1,
+                                options=OPTIONS[args.architecture]))
+        print(json.dumps({"jets_per_second": info["jets_per_second"]}))
+        return
+    train = data.open_split(pre, "train", names)
+    keras.utils.set_random_seed(1)
+    model = models.build(args.architecture, OPTIONS[args.architecture], shapes, 3, fast=True)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss="sparse_categorical_crossentropy",
+                  weighted_metrics=["sparse_categorical_accuracy"])
+    seconds: list[float] = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            if args.mode == "memmap":
+                loader.set_epoch(epoch)
+            self.start = self.last = time.perf_counter()
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.last = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            seconds.append(self.last - self.start)
+
+    if args.mode == "memmap":
+        loader = data.make_loader(train, args.batch_size, 1)
+        model.fit(loader, epochs=args.epochs, shuffle=False, callbacks=[Timer()], verbose=0)
+    else:
+        x = [np.load(pre / f"train_{n}.npy") for n in names]  # whole arrays, in memory
+        y = np.load(pre / "train_labels.npy").astype(np.int32)
+        w = np.load(pre / "train_weights.npy")
+        model.fit(x if len(x) > 1 else x[0], y, sample_weight=w, batch_size=args.batch_size,
+                  epochs=args.epochs, shuffle=True, callbacks=[Timer()], verbose=0)
+    n = len(train["y"])
+    print(json.dumps({"jets_per_second": [n / s for s in seconds]}))
+
+
+def measure(args: argparse.Namespace, mode: str) -> tuple[list[float], float]:
+    """(jets/s per epoch, peak RSS MB) of one worker process."""
+    command = [sys.executable, __file__, "--worker", mode, "--preprocessed",
+               str(args.preprocessed), "--architecture", args.architecture, "--epochs",
+               str(args.epochs), "--batch-size", str(args.batch_size)]
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        out.seek(0)
+        text = out.read()
+    if os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"{mode} worker failed:\n{text}")
+    result = json.loads(text.strip().splitlines()[-1])
+    return result["jets_per_second"], usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preprocessed", type=Path, required=True,
+                        help="a preprocess output folder (results/preprocess/<model>)")
+    parser.add_argument("--architecture", choices=sorted(OPTIONS), required=True)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--stage", action="store_true", help="also time train.core.run")
+    parser.add_argument("--worker", choices=["memmap", "numpy", "stage"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        args.mode = args.worker
+        worker(args)
+        return
+
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    print(f"{args.architecture} on {args.preprocessed}, batch {args.batch_size}, "
+          f"{args.epochs} epochs, device {'GPU' if gpus else 'CPU'}")
+    modes = ["memmap", "numpy", *(["stage"] if args.stage else [])]
+    rates: dict[str, list[float]] = {m: [] for m in modes}
+    peaks: dict[str, float] = dict.fromkeys(modes, 0.0)
+    for r in range(args.repeats):
+        for mode in modes:
+            per_epoch, peak = measure(args, mode)
+            rates[mode] += per_epoch[1:]  # epoch 0 includes tracing
+            peaks[mode] = max(peaks[mode], peak)
+            print(f"  run {r} {mode:6s}: jets/s per epoch "
+                  f"{', '.join(f'{x:.0f}' for x in per_epoch)}; peak RSS {peak:.0f} MB",
+                  flush=True)
+    median = {m: statistics.median(v) for m, v in rates.items()}
+    for mode in modes:
+        print(f"  {mode:6s}: median {median[mode]:8.0f} jets/s (epochs after the first), "
+              f"peak RSS {peaks[mode]:6.0f} MB")
+    print(f"  memmap / numpy = {median['memmap'] / median['numpy']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

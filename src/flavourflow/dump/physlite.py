@@ -1,0 +1,512 @@
+"""Read ATLAS PHYSLITE into TDD blocks: Run 2 TTree ``CollectionTree`` or Run 3 RNTuple
+``EventData`` (detected).
+
+* Jets: ``AnalysisJets`` kinematics (MeV) and ``HadronConeExclTruthLabelID``.
+* Tagger outputs (``DL1r``, ``DL1dv01``, ``GN2v01``: ``_pb``, ``_pc``, ``_pu``, whichever the
+  file has) of the b-tagging object each jet's ``btaggingLink`` points to, never the object at
+  the jet's position: the two orders differ (in the Run 3 test file for a quarter of the jets).
+* Tracks: the ``InDetTrackParticles`` the jet's ``GhostTrack`` links point to. A link whose key
+  is not the track container's (0 once the track was thinned away) or whose index is out of
+  range is skipped. The container keys come from the file's ``EventFormat`` metadata; where it
+  cannot be read, any non-zero key is accepted.
+* Per track: pT, eta and charge from (theta, q/p); d0 and z0 sin(theta) moved from the beam
+  line to the event's primary vertex where the file has the vertex and beam-spot positions;
+  their uncertainties from the defining-parameters covariance (full, Run 2, or compressed
+  diagonal + correlation coefficients, Run 3), with the theta and z0-theta terms for
+  z0 sin(theta). d0 is stored in flavourflow's sign convention (ATLAS d0 negated, see
+  :mod:`flavourflow.dump.blocks`). A TDD-like track selection is applied (:data:`TRACK_CUTS`).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import uproot
+
+from flavourflow.core.errors import FlavourflowError
+from flavourflow.core.flavours import LABEL_FIELD
+from flavourflow.dump import blocks
+from flavourflow.dump.blocks import Selection
+
+log = logging.getLogger(__name__)
+
+TTREE, RNTUPLE = "CollectionTree", "EventData"
+JETS, TRACKS, VERTICES, EVENT = "AnalysisJets", "InDetTrackParticles", "PrimaryVertices", \
+    "EventInfo"
+BTAGGING_PREFIX = "BTagging_AntiKt4EMPFlow"
+TAGGERS = ("DL1r", "DL1dv01", "GN2v01")
+TAGGER_OUTPUTS = ("pb", "pc", "pu")
+#: Track selection (MeV, mm), as the TDD's default one and flavourflow's generator apply.
+TRACK_CUTS = {"pt_min": 500.0, "abs_eta_max": 2.5, "abs_d0_max": 3.5,
+              "abs_z0SinTheta_max": 5.0}
+#: xAOD vertex type of the hard-scatter primary vertex.
+PRIMARY_VERTEX = 1
+#: Elements of the 5x5 covariance of (d0, z0, phi, theta, q/p) we need, as (row, column).
+_D0D0, _Z0Z0, _THTH, _THZ0 = (0, 0), (1, 1), (3, 3), (3, 1)
+
+
+@dataclass
+class _Quantity:
+    """One quantity we read: its branch (as the file names it) and the expected type."""
+
+    branch: str
+    depth: int
+    kind: str = "float"
+    record: tuple[str, ...] = ()
+
+
+@dataclass
+class Stats:
+    """Link bookkeeping over the whole file, for the provenance attributes and the log."""
+
+    ghost_links: int = 0
+    ghost_links_valid: int = 0
+    tracks_selected: int = 0
+    btag_links: int = 0
+    btag_links_valid: int = 0
+    btag_links_reordered: int = 0
+
+
+@dataclass
+class Reader:
+    """A PHYSLITE file opened for streaming: where each quantity lives, and what it has."""
+
+    path: Path
+    obj: object
+    storage: str
+    quantities: dict[str, _Quantity]
+    taggers: list[str]
+    btagging: str | None
+    keys: dict[str, int] | None
+    covariance: str
+    stats: Stats = field(default_factory=Stats)
+
+    # -- reading -------------------------------------------------------------------------
+    @property
+    def pt_branch(self) -> str:
+        return self.quantities["jet_pt"].branch
+
+    @property
+    def extra_fields(self) -> dict[str, np.dtype]:
+        return {f"{t}_{p}": np.dtype("f4") for t in self.taggers for p in TAGGER_OUTPUTS}
+
+    def blocks(self, step_size: int) -> Iterator[ak.Array]:
+        """Stream blocks of ``step_size`` events; the first block's types are checked."""
+        branches = sorted({q.branch for q in self.quantities.values()})
+        iterator = self.obj.iterate(branches, step_size=step_size, library="ak")
+        first = True
+        while True:
+            try:
+                block = next(iterator)
+            except StopIteration:
+                return
+            except Exception as err:  # corrupt baskets or pages fail only when read
+                if first:
+                    self._find_unreadable(branches)
+                raise FlavourflowError(f"cannot read events: {type(err).__name__}: {err}",
+                                       path=self.path, field=self.storage) from None
+            if first:
+                for q in self.quantities.values():
+                    blocks.check_type(block[q.branch], self.path, q.branch, q.depth, q.kind,
+                                      q.record)
+                first = False
+            yield block
+
+    def _find_unreadable(self, branches: list[str]) -> None:
+        """Name the branch that cannot be read (an unsupported or broken type)."""
+        for name in branches:
+            try:
+                self.obj.arrays([name], entry_stop=1, library="ak")
+            except Exception as err:
+                raise FlavourflowError(f"cannot read branch: {type(err).__name__}: {err}",
+                                       path=self.path, field=name) from None
+
+    # -- conversion ----------------------------------------------------------------------
+    def _get(self, events: ak.Array, name: str) -> ak.Array:
+        return events[self.quantities[name].branch]
+
+    def _link(self, events: ak.Array, name: str) -> tuple[ak.Array, ak.Array]:
+        """(key, index) of an ElementLink quantity, split branches or one record branch."""
+        if f"{name}_key" in self.quantities:
+            return self._get(events, f"{name}_key"), self._get(events, f"{name}_index")
+        links = self._get(events, name)
+        return links["m_persKey"], links["m_persIndex"]
+
+    def _valid_key(self, key: np.ndarray, container: str | None) -> np.ndarray:
+        if self.keys is not None and container in self.keys:
+            return key == self.keys[container]
+        return key != 0
+
+    def convert(self, events: ak.Array, selection: Selection,
+                max_tracks: int) -> tuple[np.ndarray, np.ndarray]:
+        """One block of events -> (jets, tracks) of the selected jets."""
+        n_jets = ak.to_numpy(ak.num(self._get(events, "jet_pt")))
+        pt = ak.to_numpy(ak.flatten(self._get(events, "jet_pt")))
+        eta = ak.to_numpy(ak.flatten(self._get(events, "jet_eta")))
+        keep = selection.keep(pt, eta)
+        event_of_jet = np.repeat(np.arange(len(n_jets)), n_jets)
+
+        def per_jet(name: str) -> np.ndarray:
+            return ak.to_numpy(ak.flatten(self._get(events, name)))[keep]
+
+        jets = {
+            "pt": pt[keep], "eta": eta[keep], "phi": per_jet("jet_phi"),
+            "mass": per_jet("jet_m"), LABEL_FIELD: per_jet("jet_label"),
+            "jetIndex": (np.arange(len(pt)) - blocks.flat_index(n_jets)[event_of_jet])[keep],
+            "eventNumber": ak.to_numpy(self._get(events, "eventNumber"))
+            .astype(np.int64)[event_of_jet[keep]],
+        }
+        if "mcEventWeights" in self.quantities:
+            weights = ak.fill_none(ak.firsts(self._get(events, "mcEventWeights")), np.nan)
+            jets["mcEventWeight"] = ak.to_numpy(weights)[event_of_jet[keep]]
+        jets.update(self._tagger_outputs(events, event_of_jet, keep))
+        counts, tracks = self._tracks(events, n_jets, event_of_jet, keep)
+        return blocks.build(jets, counts, tracks, max_tracks,
+                            blocks.jet_dtype(self.extra_fields))
+
+    def _tagger_outputs(self, events: ak.Array, event_of_jet: np.ndarray,
+                        keep: np.ndarray) -> dict[str, np.ndarray]:
+        if not self.taggers:
+            return {}
+        key, index = (ak.to_numpy(ak.flatten(x)).astype(np.int64)
+                      for x in self._link(events, "btaggingLink"))
+        first = f"{self.taggers[0]}_{TAGGER_OUTPUTS[0]}"
+        n_btag = ak.to_numpy(ak.num(self._get(events, first)))
+        ok = self._valid_key(key, self.btagging) & (index < n_btag[event_of_jet])
+        position = np.arange(len(key)) - blocks.flat_index(
+            ak.to_numpy(ak.num(self._get(events, "jet_pt"))))[event_of_jet]
+        self.stats.btag_links += len(key)
+        self.stats.btag_links_valid += int(ok.sum())
+        self.stats.btag_links_reordered += int((ok & (index != position)).sum())
+        where = blocks.flat_index(n_btag)[event_of_jet] + index
+        out = {}
+        for name in self.extra_fields:
+            flat = ak.to_numpy(ak.flatten(self._get(events, name))).astype(np.float32)
+            values = np.full(len(key), np.nan, dtype=np.float32)
+            values[ok] = flat[where[ok]]
+            out[name] = values[keep]
+        return out
+
+    def _tracks(self, events: ak.Array, n_jets: np.ndarray, event_of_jet: np.ndarray,
+                keep: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Tracks of the selected jets through their GhostTrack links, jet after jet."""
+        key, index = self._link(events, "GhostTrack")
+        n_links = ak.to_numpy(ak.flatten(ak.num(key, axis=2)))
+        key = ak.to_numpy(ak.flatten(key, axis=None)).astype(np.int64)
+        index = ak.to_numpy(ak.flatten(index, axis=None)).astype(np.int64)
+        jet_of_link = np.repeat(np.arange(len(n_links)), n_links)
+        event_of_link = event_of_jet[jet_of_link]
+        n_tracks = ak.to_numpy(ak.num(self._get(events, "trk_d0")))
+        valid = self._valid_key(key, TRACKS) & (index < n_tracks[event_of_link])
+        self.stats.ghost_links += int(keep[jet_of_link].sum())
+        valid &= keep[jet_of_link]
+        self.stats.ghost_links_valid += int(valid.sum())
+        where = (blocks.flat_index(n_tracks)[event_of_link] + index)[valid]
+        event = event_of_link[valid]
+
+        def track(name: str) -> np.ndarray:
+            return ak.to_numpy(ak.flatten(self._get(events, name))).astype(np.float64)[where]
+
+        d0, z0, theta, phi, qoverp = (track(f"trk_{v}") for v in
+                                      ("d0", "z0", "theta", "phi", "qOverP"))
+        if "trk_vz" in self.quantities:
+            z0 = z0 + track("trk_vz")
+        dx, dy, z_pv = self._primary_vertex(events, event)
+        z0 = z0 - z_pv
+        d0 = d0 - (-dx * np.sin(phi) + dy * np.cos(phi))
+        var_d0, var_z0, var_th, cov_thz0 = self._covariance(events, where)
+        sin_t, cos_t = np.sin(theta), np.cos(theta)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pt = sin_t / np.abs(qoverp)
+            sigma_z0st = np.sqrt(sin_t**2 * var_z0 + (z0 * cos_t) ** 2 * var_th
+                                 + 2.0 * z0 * sin_t * cos_t * cov_thz0)
+        eta = -np.log(np.tan(0.5 * theta))
+        z0st = z0 * sin_t
+        cuts = TRACK_CUTS
+        good = ((pt > cuts["pt_min"]) & (np.abs(eta) < cuts["abs_eta_max"])
+                & (np.abs(d0) < cuts["abs_d0_max"])
+                & (np.abs(z0st) < cuts["abs_z0SinTheta_max"]))
+        self.stats.tracks_selected += int(good.sum())
+        new_jet = (np.cumsum(keep) - 1)[jet_of_link[valid][good]]
+        counts = np.bincount(new_jet, minlength=int(keep.sum()))
+        tracks = {
+            "pt": pt, "eta": eta, "phi": phi, "charge": np.sign(qoverp),
+            "d0": -d0,  # ATLAS perigee sign -> flavourflow's (see flavourflow.dump.blocks)
+            "z0SinTheta": z0st, "d0Uncertainty": np.sqrt(var_d0),
+            "z0SinThetaUncertainty": sigma_z0st,
+        }
+        return counts, {name: values[good] for name, values in tracks.items()}
+
+    def _primary_vertex(self, events: ak.Array,
+                        event: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per track: the primary vertex's (x, y) offset from the beam spot and its z; zeros
+        where the file or the event has none (the tracks then stay w.r.t. the beam line)."""
+        zeros = np.zeros(len(event))
+        if "pv_z" not in self.quantities:
+            return zeros, zeros, zeros
+        types = self._get(events, "pv_type")
+        n_vertices = ak.to_numpy(ak.num(types))
+        is_pv = np.flatnonzero(ak.to_numpy(ak.flatten(types)) == PRIMARY_VERTEX)
+        event_of_vertex = np.repeat(np.arange(len(n_vertices)), n_vertices)
+        none = len(event_of_vertex)
+        first = np.full(len(n_vertices), none)
+        np.minimum.at(first, event_of_vertex[is_pv], is_pv)  # each event's first PV
+        first = first[event]
+
+        def first_pv(name: str) -> np.ndarray:
+            values = ak.to_numpy(ak.flatten(self._get(events, name))).astype(np.float64)
+            values = np.append(values, np.nan)  # at index `none`
+            return values[first]
+
+        z_pv = first_pv("pv_z")
+        has_pv = np.isfinite(z_pv)
+        z_pv = np.where(has_pv, z_pv, 0.0)
+        if "beam_x" not in self.quantities:
+            return zeros, zeros, z_pv
+        beam_x = ak.to_numpy(self._get(events, "beam_x")).astype(np.float64)[event]
+        beam_y = ak.to_numpy(self._get(events, "beam_y")).astype(np.float64)[event]
+        return (np.where(has_pv, first_pv("pv_x") - beam_x, 0.0),
+                np.where(has_pv, first_pv("pv_y") - beam_y, 0.0), z_pv)
+
+    def _covariance(self, events: ak.Array, where: np.ndarray) -> tuple[np.ndarray, ...]:
+        """var(d0), var(z0), var(theta), cov(theta, z0) of the tracks at ``where``."""
+
+        def elements(name: str, indices: list[int]) -> list[np.ndarray]:
+            """Elements ``indices`` of the per-track vectors (NaN beyond a short one)."""
+            per_track = ak.flatten(self._get(events, name))
+            lengths = ak.to_numpy(ak.num(per_track))
+            values = ak.to_numpy(ak.flatten(per_track))
+            first = blocks.flat_index(lengths)[where]
+            lengths = lengths[where]
+            out = []
+            for k in indices:
+                column = np.full(len(where), np.nan)
+                has = lengths > k
+                column[has] = values[first[has] + k]
+                out.append(column)
+            return out
+
+        def lower(rc: tuple[int, int]) -> int:  # packed lower triangle, row by row
+            return rc[0] * (rc[0] + 1) // 2 + rc[1]
+
+        if self.covariance == "full":
+            return tuple(elements("trk_cov", [lower(rc) for rc in (_D0D0, _Z0Z0, _THTH,
+                                                                   _THZ0)]))
+        var_d0, var_z0, var_th = elements("trk_cov_diag", [_D0D0[0], _Z0Z0[0], _THTH[0]])
+        # correlation coefficients below the diagonal, row by row: (i, j) -> i(i-1)/2 + j
+        (rho,) = elements("trk_cov_offdiag", [_THZ0[0] * (_THZ0[0] - 1) // 2 + _THZ0[1]])
+        with np.errstate(invalid="ignore"):
+            return var_d0, var_z0, var_th, rho * np.sqrt(var_th * var_z0)
+
+    def provenance(self) -> dict[str, object]:
+        s = self.stats
+        return {
+            "schema": "physlite",
+            "storage": f"{'RNTuple' if self.storage == RNTUPLE else 'TTree'} {self.storage}",
+            "taggers": self.taggers, "btagging_container": self.btagging or "",
+            "track_selection": TRACK_CUTS,
+            "link_keys": "EventFormat" if self.keys is not None else "non-zero",
+            "d0_sign": "flavourflow: ATLAS perigee d0 negated",
+            "links": {"ghost_tracks": s.ghost_links, "ghost_tracks_valid": s.ghost_links_valid,
+                      "tracks_selected": s.tracks_selected, "btagging": s.btag_links,
+                      "btagging_valid": s.btag_links_valid,
+                      "btagging_reordered": s.btag_links_reordered},
+        }
+
+
+# --- opening: what is where --------------------------------------------------------------
+
+
+def open_file(path: Path) -> Reader:
+    """Open a PHYSLITE file and locate every quantity; one-line errors for what is wrong."""
+    try:
+        file = uproot.open(path)
+        obj, storage = _event_store(file, path)
+        names = set(obj.keys())
+        n_entries = obj.num_entries
+    except FlavourflowError:
+        raise
+    except Exception as err:
+        raise FlavourflowError(f"not a readable ROOT file ({type(err).__name__}: {err})",
+                               path=path) from None
+    rntuple = storage == RNTUPLE
+    finder = _Finder(path, names, rntuple)
+    quantities: dict[str, _Quantity] = {}
+    for name, (container, var, kind) in {
+        "jet_pt": (JETS, "pt", "float"), "jet_eta": (JETS, "eta", "float"),
+        "jet_phi": (JETS, "phi", "float"), "jet_m": (JETS, "m", "float"),
+        "jet_label": (JETS, LABEL_FIELD, "int"),
+        "trk_d0": (TRACKS, "d0", "float"), "trk_z0": (TRACKS, "z0", "float"),
+        "trk_theta": (TRACKS, "theta", "float"), "trk_phi": (TRACKS, "phi", "float"),
+        "trk_qOverP": (TRACKS, "qOverP", "float"),
+    }.items():
+        quantities[name] = _Quantity(finder.require(container, var), 1, kind)
+    quantities.update(finder.link("GhostTrack", JETS, "GhostTrack", depth=2, required=True))
+    event_number = finder.find(EVENT, "eventNumber") or finder.find(EVENT, "mcEventNumber")
+    if event_number is None:
+        raise FlavourflowError("missing branch", path=path,
+                               field=finder.candidates(EVENT, "eventNumber")[0])
+    if "mcEventNumber" in event_number:
+        log.warning("%s: no EventInfo eventNumber readable; using mcEventNumber", path)
+    quantities["eventNumber"] = _Quantity(event_number, 0, "int")
+    optional = {
+        "mcEventWeights": (EVENT, "mcEventWeights", 1), "trk_vz": (TRACKS, "vz", 1),
+        "pv_x": (VERTICES, "x", 1), "pv_y": (VERTICES, "y", 1), "pv_z": (VERTICES, "z", 1),
+        "pv_type": (VERTICES, "vertexType", 1), "beam_x": (EVENT, "beamPosX", 0),
+        "beam_y": (EVENT, "beamPosY", 0),
+    }
+    for name, (container, var, depth) in optional.items():
+        branch = finder.find(container, var)
+        if branch is not None:
+            quantities[name] = _Quantity(branch, depth, "any")
+    if not all(k in quantities for k in ("pv_x", "pv_y", "pv_z", "pv_type")):
+        for k in ("pv_x", "pv_y", "pv_z", "pv_type", "beam_x", "beam_y"):
+            quantities.pop(k, None)
+    if not ("beam_x" in quantities and "beam_y" in quantities):
+        quantities.pop("beam_x", None)
+        quantities.pop("beam_y", None)
+    full = finder.find(TRACKS, "definingParametersCovMatrix")
+    diag = finder.find(TRACKS, "definingParametersCovMatrixDiag")
+    offdiag = finder.find(TRACKS, "definingParametersCovMatrixOffDiag")
+    if diag and offdiag:
+        covariance = "compressed"
+        quantities["trk_cov_diag"] = _Quantity(diag, 2)
+        quantities["trk_cov_offdiag"] = _Quantity(offdiag, 2)
+    elif full:
+        covariance = "full"
+        quantities["trk_cov"] = _Quantity(full, 2)
+    else:
+        raise FlavourflowError("missing branch", path=path, field=finder.candidates(
+            TRACKS, "definingParametersCovMatrixDiag")[0])
+    btagging, taggers = finder.btagging()
+    if btagging is not None:
+        for tagger in taggers:
+            for p in TAGGER_OUTPUTS:
+                quantities[f"{tagger}_{p}"] = _Quantity(
+                    finder.require(btagging, f"{tagger}_{p}"), 1)
+        quantities.update(finder.link("btaggingLink", JETS, "btaggingLink", depth=1,
+                                      required=True))
+    if n_entries == 0:
+        raise FlavourflowError("zero events", path=path, field=storage)
+    keys = read_container_keys(file)
+    return Reader(path, obj, storage, quantities, taggers, btagging, keys, covariance)
+
+
+def _event_store(file, path: Path):
+    """The event data: TTree CollectionTree (Run 2) or RNTuple EventData (Run 3)."""
+    for name in (RNTUPLE, TTREE):
+        if name in file:
+            return file[name], name
+    raise FlavourflowError(f"no {TTREE} (TTree) or {RNTUPLE} (RNTuple) in file: not PHYSLITE",
+                           path=path, field=TTREE)
+
+
+class _Finder:
+    """Branch names of xAOD auxiliary variables, as TTree and RNTuple spell them."""
+
+    def __init__(self, path: Path, names: set[str], rntuple: bool) -> None:
+        self.path, self.names, self.rntuple = path, names, rntuple
+
+    def candidates(self, container: str, var: str) -> list[str]:
+        if self.rntuple:
+            return [f"{container}AuxDyn:{var}", f"{container}Aux:{var}"]
+        return [f"{container}AuxDyn.{var}", f"{container}Aux./{container}Aux.{var}"]
+
+    def find(self, container: str, var: str) -> str | None:
+        return next((c for c in self.candidates(container, var) if c in self.names), None)
+
+    def require(self, container: str, var: str) -> str:
+        branch = self.find(container, var)
+        if branch is None:
+            raise FlavourflowError("missing branch", path=self.path,
+                                   field=self.candidates(container, var)[0])
+        return branch
+
+    def link(self, name: str, container: str, var: str, depth: int,
+             required: bool) -> dict[str, _Quantity]:
+        """An ElementLink variable: split key/index branches where the TTree has them
+        (uproot cannot read such a vector<ElementLink> whole), else one record branch."""
+        branch = self.require(container, var)
+        if not self.rntuple:
+            leaf = branch.rsplit("/", 1)[-1]
+            key, index = (f"{branch}/{leaf}.m_persKey", f"{branch}/{leaf}.m_persIndex")
+            if key in self.names and index in self.names:
+                return {f"{name}_key": _Quantity(key, depth, "int"),
+                        f"{name}_index": _Quantity(index, depth, "int")}
+        return {name: _Quantity(branch, depth, "int", ("m_persKey", "m_persIndex"))}
+
+    def btagging(self) -> tuple[str | None, list[str]]:
+        """The b-tagging container (``BTagging_AntiKt4EMPFlow*``) and the taggers in it."""
+        sep = ":" if self.rntuple else "."
+        found: dict[str, list[str]] = {}
+        for name in self.names:
+            head, _, var = name.partition(f"AuxDyn{sep}")
+            if head.startswith(BTAGGING_PREFIX) and var:
+                found.setdefault(head, []).append(var)
+        if not found:
+            return None, []
+        if len(found) > 1:
+            raise FlavourflowError(f"several b-tagging containers: {sorted(found)}",
+                                   path=self.path, field=f"{JETS}AuxDyn{sep}btaggingLink")
+        container, variables = next(iter(found.items()))
+        taggers = [t for t in TAGGERS
+                   if all(f"{t}_{p}" in variables for p in TAGGER_OUTPUTS)]
+        return container, taggers
+
+
+# --- container keys from the EventFormat metadata ------------------------------------------
+
+
+def read_container_keys(file) -> dict[str, int] | None:
+    """Container name -> the hashed key ElementLinks store (``m_persKey``), from the
+    ``xAOD::EventFormat`` object of the ``MetaData`` tree; None where it cannot be read
+    (uproot cannot deserialise it, so its four vectors are parsed from the raw basket)."""
+    try:
+        meta = file["MetaData"]
+        branch = next(meta[k] for k in meta.keys() if k.startswith("EventFormat"))
+        names, _classes, _parents, hashes = _parse_event_format(bytes(branch.basket(0).data))
+    except Exception as err:
+        log.debug("EventFormat metadata not readable (%s); any non-zero link key accepted",
+                  " ".join(str(err).split()))
+        return None
+    return dict(zip(names, hashes, strict=True))
+
+
+def _parse_event_format(data: bytes) -> tuple[list[str], list[str], list[str], list[int]]:
+    """xAOD::EventFormat_v1 as stored: four members, each with a (byte count, version)
+    header: m_branchNames, m_classNames, m_parentNames (vector<string>) and m_branchHashes
+    (vector<uint32>), big-endian."""
+    pos = 0
+
+    def header_and_size() -> int:
+        nonlocal pos
+        pos += 6  # byte count (4, with the 0x40 flag) and class version (2)
+        (size,) = struct.unpack_from(">I", data, pos)
+        pos += 4
+        return size
+
+    def strings() -> list[str]:
+        nonlocal pos
+        out = []
+        for _ in range(header_and_size()):
+            length = data[pos]
+            pos += 1
+            if length == 255:
+                (length,) = struct.unpack_from(">I", data, pos)
+                pos += 4
+            out.append(data[pos:pos + length].decode())
+            pos += length
+        return out
+
+    names, classes, parents = strings(), strings(), strings()
+    size = header_and_size()
+    hashes = list(struct.unpack_from(f">{size}I", data, pos))
+    if not len(names) == len(classes) == len(hashes):
+        raise ValueError("inconsistent EventFormat vectors")
+    return names, classes, parents, hashes

@@ -1,0 +1,1 @@
+"""fetch: remote inputs (https/http, root://, rucio DIDs) -> local files, verified."""

@@ -1,0 +1,179 @@
+"""Copy one remote file to a local path through the Snakemake storage plugin of its scheme
+(``snakemake-storage-plugin-http`` for http(s)://, ``-xrootd`` for root://, ``-rucio`` for
+rucio://scope/name DIDs), inside the job rather than in Snakemake's scheduler, so that
+
+* transient failures (connection errors, HTTP 5xx / 429, a transfer shorter than announced)
+  are retried with exponential back-off, while a missing file fails at once;
+* the checksum (sha256 or adler32) is verified when the config gives one, and the file must
+  start like a ROOT file;
+* the output appears only when all of this succeeded (atomic rename), and every failure is
+  one line naming the URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from urllib.parse import urlparse
+
+from flavourflow.core.errors import FlavourflowError
+from flavourflow.core.outputs import atomic_path
+
+log = logging.getLogger(__name__)
+
+#: URL scheme -> storage plugin (the package is snakemake_storage_plugin_<name>).
+PLUGINS = {"http": "http", "https": "http", "root": "xrootd", "roots": "xrootd",
+           "xroot": "xrootd", "rucio": "rucio"}
+CHECKSUMS = ("sha256", "adler32")
+ROOT_MAGIC = b"root"
+_CHUNK = 1 << 20
+
+
+#: Exceptions (by class name, so that no plugin need be imported) retrying cannot help.
+FATAL_ERRORS = {"ConfigNotFound", "ConfigLoadingError", "CannotAuthenticate", "AccessDenied",
+                "InputValidationError", "XRootDFatalException"}
+NOT_FOUND_ERRORS = {"DataIdentifierNotFound", "FileOrDirectoryNotFoundError"}
+
+
+class NotFoundError(Exception):
+    """The remote file does not exist: retrying cannot help."""
+
+
+def is_remote(location: str) -> bool:
+    """Whether ``location`` is a URL one of the plugins serves (else a local path)."""
+    return urlparse(location).scheme in PLUGINS
+
+
+def storage_object(url: str, local_path: Path, prefix: Path):
+    """The plugin's StorageObject for ``url``, retrieving to ``local_path`` (``prefix``: the
+    provider's scratch folder)."""
+    scheme = urlparse(url).scheme
+    if scheme not in PLUGINS:
+        raise FlavourflowError(f"no storage plugin for scheme {scheme!r}; known: "
+                               f"{', '.join(sorted(PLUGINS))}", path=url)
+    package = f"snakemake_storage_plugin_{PLUGINS[scheme]}"
+    try:
+        plugin = importlib.import_module(package)
+    except ImportError as err:
+        raise FlavourflowError(f"{package.replace('_', '-')} is not installed "
+                               f"(pip install 'flavourflow[fetch]'): {err}", path=url) from None
+    try:
+        provider = plugin.StorageProvider(local_prefix=prefix, logger=log,
+                                          settings=plugin.StorageProviderSettings())
+        query = url
+        if hasattr(provider, "postprocess_query"):
+            query = provider.postprocess_query(url)
+        valid = provider.is_valid_query(query)
+        if not valid:
+            raise FlavourflowError(f"not a valid {PLUGINS[scheme]} query: {valid.reason}",
+                                   path=url)
+        obj = plugin.StorageObject(query=query, keep_local=True, retrieve=True,
+                                   provider=provider)
+    except FlavourflowError:
+        raise
+    except Exception as err:  # e.g. rucio: no configuration, or the server is unreachable
+        if type(err).__name__ in FATAL_ERRORS:
+            raise FlavourflowError(f"cannot set up the {PLUGINS[scheme]} storage plugin: "
+                                   f"{type(err).__name__}: {err}", path=url) from None
+        raise
+    obj.set_local_path(local_path)
+    return obj
+
+
+def _check_exists(obj, url: str) -> None:
+    """Raise NotFoundError for a missing file; other failures propagate (transient)."""
+    httpr = getattr(obj, "httpr", None)
+    if httpr is not None:  # http(s): tell 404 from a 5xx, which the plugin does not
+        with httpr(verb="HEAD") as response:
+            status = response.status_code
+        if status in (404, 410):
+            raise NotFoundError(f"HTTP {status}")
+        if status != 200:
+            raise ConnectionError(f"HTTP {status}")
+        return
+    if not obj.exists():
+        raise NotFoundError("no such file")
+
+
+def _attempt(obj, url: str, local: Path) -> int:
+    """One transfer; returns the size. Raises on a short or failed transfer."""
+    _check_exists(obj, url)
+    expected = int(obj.size() or 0)
+    local.unlink(missing_ok=True)
+    obj.retrieve_object()
+    if not local.is_file():
+        raise OSError("the plugin wrote no file")
+    got = local.stat().st_size
+    if expected and got != expected:
+        raise OSError(f"truncated transfer: {got} of {expected} bytes")
+    return got
+
+
+def file_checksum(path: Path, algorithm: str) -> str:
+    """sha256 (hex) or adler32 (8 hex digits, as Rucio and XRootD print it) of a file."""
+    if algorithm == "sha256":
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
+    if algorithm == "adler32":
+        value = 1
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                value = zlib.adler32(chunk, value)
+        return f"{value & 0xFFFFFFFF:08x}"
+    raise ValueError(f"unknown checksum {algorithm!r}; known: {CHECKSUMS}")
+
+
+def fetch(url: str, output: Path, checksum: dict[str, str] | None = None, retries: int = 3,
+          backoff: float = 5.0) -> int:
+    """Copy ``url`` to ``output``; return its size in bytes. ``checksum`` is
+    {"sha256" | "adler32": hex}; ``retries`` extra attempts after transient failures, waiting
+    ``backoff`` * 2^k seconds before the k-th."""
+    checksum = dict(checksum or {})
+    for algorithm in checksum:
+        if algorithm not in CHECKSUMS:
+            raise FlavourflowError(f"unknown checksum {algorithm!r}; known: "
+                                   f"{', '.join(CHECKSUMS)}", path=url, field="checksum")
+    output = Path(output)
+    with atomic_path(output) as tmp, tempfile.TemporaryDirectory() as scratch:
+        for attempt in range(retries + 1):
+            try:
+                obj = storage_object(url, tmp.resolve(), Path(scratch))
+                size = _attempt(obj, url, tmp)
+                break
+            except FlavourflowError:
+                raise
+            except NotFoundError as err:
+                raise FlavourflowError(f"not found on the server ({err})", path=url) from None
+            except Exception as err:
+                reason = " ".join(f"{type(err).__name__}: {err}".split())
+                if type(err).__name__ in NOT_FOUND_ERRORS:
+                    raise FlavourflowError(f"not found on the server ({reason})",
+                                           path=url) from None
+                if type(err).__name__ in FATAL_ERRORS:
+                    raise FlavourflowError(f"cannot fetch: {reason}", path=url) from None
+                if attempt == retries:
+                    raise FlavourflowError(f"transfer failed after {attempt + 1} attempt(s): "
+                                           f"{reason}", path=url) from None
+                wait = backoff * 2**attempt
+                log.warning("%s: attempt %d failed (%s); retrying in %.1f s", url,
+                            attempt + 1, reason, wait)
+                time.sleep(wait)
+        for algorithm, expected in checksum.items():
+            got = file_checksum(tmp, algorithm)
+            if got.lower() != str(expected).lower().removeprefix("0x"):
+                raise FlavourflowError(f"{algorithm} checksum mismatch: got {got}, expected "
+                                       f"{expected}", path=url, field="checksum")
+        with open(tmp, "rb") as f:
+            head = f.read(len(ROOT_MAGIC))
+        if head != ROOT_MAGIC:
+            raise FlavourflowError(f"not a ROOT file (starts with {head!r})", path=url)
+    log.info("fetched %s (%d bytes) -> %s", url, size, output)
+    return size
