@@ -1,7 +1,7 @@
 """Which HDF5 filter for the dumps: write and read speed and size of h5py's built-in filters
 (with and without the byte shuffle) on realistic dumps, measured side by side in one run.
 
-    /work/venv/bin/python benchmarks/bench_compression.py [--copies 50] [--events 10000]
+    .venv/bin/python benchmarks/bench_compression.py [--copies 50] [--events 10000]
 
 Two dumps (40 track slots per jet): (1) real ATLAS PHYSLITE, the Run 3 test file tiled
 ``--copies`` times (benchmarks/physlite_input.py; few tracks survive PHYSLITE's thinning, so

@@ -1,13 +1,14 @@
 """Benchmark of the dump stage against a raw uproot read of the same branches, and of its
 peak memory on an input ten times larger, in one run.
 
-    /work/venv/bin/python benchmarks/bench_dump.py [--format physlite] [--copies 100]
+    .venv/bin/python benchmarks/bench_dump.py [--format physlite] [--copies 100]
         [--factor 10] [--step-size 2000] [--repeat 3]
 
 Inputs (written once, in a temporary folder): ``physlite`` (default): the real Run 3
 PHYSLITE test file tiled ``--copies`` times (benchmarks/physlite_input.py, 100 events per
 copy) and ``--factor`` times more; ``flavourflow``: the generated schema
-(tests/factories.py), ``--copies`` x 100 events and ``--factor`` times more.
+(tests/factories.py, written as the generate stage writes it: RNTuple, 1000-event clusters),
+``--copies`` x 100 events and ``--factor`` times more.
 
 Every measurement runs in its own Python process (so that each has its own peak RSS) and
 times, after the imports: (A) the raw read: ``uproot`` iterating over the branches the
@@ -50,14 +51,14 @@ def child(args: argparse.Namespace) -> None:
     import uproot
 
     from flavourflow.dump import core
-    from flavourflow.dump.blocks import Selection
+    from flavourflow.dump.blocks import READ_CACHE, Selection
 
     tree, branches = branches_of(args.input, args.format)
     jets = events = 0
     t0 = time.perf_counter()
     if args.child == "read":
-        for block in uproot.open(args.input)[tree].iterate(branches, step_size=args.step_size,
-                                                           library="ak"):
+        source = uproot.open(args.input, array_cache=READ_CACHE)[tree]  # as the readers do
+        for block in source.iterate(branches, step_size=args.step_size, library="ak"):
             events += len(block)
     else:
         jets = core.run(args.input, args.output, Selection(20_000.0, 2.5), 40, args.step_size,
@@ -79,9 +80,20 @@ def make_input(path: Path, fmt: str, copies: int) -> Path:
         from physlite_input import write_tiled
 
         return write_tiled(path, copies)[0]
-    from factories import write_ntuple
+    import uproot
+    from factories import synthetic_events
 
-    return write_ntuple(path, copies * 100, seed=1)
+    # as the generate stage writes it: an RNTuple `events`, clusters of 1000 events
+    with uproot.recreate(path) as f:
+        ntuple = None
+        total = copies * 100
+        for k, first in enumerate(range(0, total, 1000)):
+            data = synthetic_events(min(1000, total - first), seed=k, first_event=first)
+            if ntuple is None:
+                ntuple = f.mkrntuple("events", data)
+            else:
+                ntuple.extend(data)
+    return path
 
 
 def main() -> None:

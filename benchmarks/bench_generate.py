@@ -1,6 +1,6 @@
 """Benchmark of the generate stage against Pythia alone, on one core.
 
-    /work/venv/bin/python benchmarks/bench_generate.py --events 2000 [--process ttbar]
+    .venv/bin/python benchmarks/bench_generate.py --events 2000 [--process ttbar]
 
 Two Pythia instances with the same seed (hence the very same events) run interleaved, batch
 by batch, so that a change of machine load hits both alike: (A) ``pythia.next()`` alone;

@@ -1,6 +1,6 @@
 """Benchmark of the inject stage against the bare I/O it cannot avoid, in one run.
 
-    /work/venv/bin/python benchmarks/bench_inject.py --events 2000 [--repeat 3]
+    .venv/bin/python benchmarks/bench_inject.py --events 2000 [--repeat 3]
 
 Writes a synthetic ntuple (tests/factories.py, the generated schema) and its dump, then times,
 interleaved and best of ``--repeat``: (A) the I/O floor: the ntuple's eventNumber + jet_pt read

@@ -1,7 +1,7 @@
 """Merge as a copy (concatenation) or as an HDF5 virtual dataset: time to merge, size, and
 how fast the merged sample reads back, measured side by side in one run.
 
-    /work/venv/bin/python benchmarks/bench_merge.py [--files 8] [--events 5000] [--repeat 3]
+    .venv/bin/python benchmarks/bench_merge.py [--files 8] [--events 5000] [--repeat 3]
 
 ``--files`` dumps of the generated schema (tests/factories.py, ``--events`` events each, 40
 track slots, the default filter) are merged both ways, then read back as the later stages

@@ -1,6 +1,6 @@
 """Benchmark of the preprocess stage against UPP (umami-preprocessing), side by side.
 
-    /work/venv/bin/python benchmarks/bench_preprocess.py --input results/merge/ttbar.h5 \
+    .venv/bin/python benchmarks/bench_preprocess.py --input results/merge/ttbar.h5 \
         --upp /tmp/upp-venv/bin/preprocess [--repeats 3] [--scale 4]
 
 UPP goes in a virtual environment of its own (it pins its own numpy, h5py, pandas):

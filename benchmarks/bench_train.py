@@ -1,6 +1,6 @@
 """Benchmark of training from the preprocess memmaps against in-memory numpy arrays.
 
-    /work/venv/bin/python benchmarks/bench_train.py --preprocessed results/preprocess/dips \
+    .venv/bin/python benchmarks/bench_train.py --preprocessed results/preprocess/dips \
         --architecture dips [--epochs 4] [--batch-size 256] [--repeats 2]
 
 Each measurement is a separate process (so that peak RSS is its own), run alternately

@@ -30,7 +30,8 @@ rule dump:
     output:
         "results/dump/{sample}/{file}.h5",
     params:
-        dump=config["dump"],
+        # the keys the dump reads (not merge_layout: a merge setting must not redo the dumps)
+        dump={k: v for k, v in config["dump"].items() if k != "merge_layout"},
         format=dump_format,
         mapping=lambda wildcards: " ".join(f"--mapping {m}" for m in dump_mapping(wildcards)),
     log:

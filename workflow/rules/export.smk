@@ -7,7 +7,8 @@ rule export:
         model="results/train/{model}/model.keras",
         variables="results/preprocess/{model}/variables.json",
         test=expand(
-            "results/preprocess/{{model}}/test_{group}.npy", group=["jets", "labels"]
+            "results/preprocess/{{model}}/test_{group}.npy",
+            group=["jets", "tracks", "tracks_valid"],
         ),
         code=code("export"),
     output:

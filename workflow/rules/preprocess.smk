@@ -9,12 +9,13 @@ PREPROCESS_GROUPS = ["jets", "tracks", "tracks_valid", "labels", "weights"]
 def _preprocess_params(w):
     """The model's preprocessing settings (what a change of reruns its preprocessing)."""
     entry = MODELS[w.model]
+    tracks = entry.get("track_variables", [])
     return {
         "jet_variables": entry.get("jet_variables", []),
-        "track_variables": entry.get("track_variables", []),
-        "max_tracks": entry.get("max_tracks", config["dump"]["max_tracks"]),
+        "track_variables": tracks,
+        # a jets-only model reads no tracks: dump.max_tracks must not rerun it
+        "max_tracks": entry.get("max_tracks", config["dump"]["max_tracks"]) if tracks else 0,
         "log_variables": entry.get("log_variables", []),
-        "resampling": entry.get("resampling", {}),
     }
 
 
@@ -32,7 +33,7 @@ rule preprocess:
         ),
     params:
         model=_preprocess_params,
-        resampling=lambda w: as_json(_preprocess_params(w)["resampling"]),
+        resampling=lambda w: as_json(MODELS[w.model].get("resampling", {})),
         split=as_json(config["preprocess"]["split"]),
         pre=config["preprocess"],
     log:

@@ -44,6 +44,10 @@ TRACK_DTYPE = np.dtype([
 #: Per-track inputs a reader delivers to :func:`build` (d0 in flavourflow's sign convention).
 TRACK_INPUTS = ("pt", "eta", "phi", "charge", "d0", "z0SinTheta", "d0Uncertainty",
                 "z0SinThetaUncertainty")
+#: uproot's decompressed-page cache per open file: bounded, so that memory does not grow with
+#: the file (uproot's default is 100 MB), and large enough to keep a cluster that two read
+#: blocks share (without one, such pages are decompressed twice: 1.6x slower on PHYSLITE).
+READ_CACHE = "32 MB"
 #: Jet fields computed here, never read.
 COMPUTED_JET_FIELDS = ("n_tracks", "ip2d_llr", "sv_sig", "sv_Lxy", "sv_mass", "sv_efrac",
                        "sv_ntrk", "sv_n2trk")

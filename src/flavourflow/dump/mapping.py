@@ -289,7 +289,7 @@ class Reader:
 def open_file(path: Path, mapping: Mapping) -> Reader:
     """Open ``path`` and check the mapping's branches exist (those with a default may not)."""
     try:
-        file = uproot.open(path)
+        file = uproot.open(path, array_cache=blocks.READ_CACHE)
         if mapping.tree not in file:
             raise FlavourflowError("no such tree in file", path=path, field=mapping.tree)
         obj = file[mapping.tree]

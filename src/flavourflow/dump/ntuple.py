@@ -47,7 +47,7 @@ def open_tree(path: Path):
 
 
 def _open_checked(path: Path):
-    file = uproot.open(path)
+    file = uproot.open(path, array_cache=blocks.READ_CACHE)
     if TREE not in file:
         raise FlavourflowError("no such tree in file", path=path, field=TREE)
     tree = file[TREE]

@@ -166,7 +166,7 @@ class Reader:
             weights = ak.fill_none(ak.firsts(self._get(events, "mcEventWeights")), np.nan)
             jets["mcEventWeight"] = ak.to_numpy(weights)[event_of_jet[keep]]
         jets.update(self._tagger_outputs(events, event_of_jet, keep))
-        counts, tracks = self._tracks(events, n_jets, event_of_jet, keep)
+        counts, tracks = self._tracks(events, event_of_jet, keep)
         return blocks.build(jets, counts, tracks, max_tracks,
                             blocks.jet_dtype(self.extra_fields))
 
@@ -193,7 +193,7 @@ class Reader:
             out[name] = values[keep]
         return out
 
-    def _tracks(self, events: ak.Array, n_jets: np.ndarray, event_of_jet: np.ndarray,
+    def _tracks(self, events: ak.Array, event_of_jet: np.ndarray,
                 keep: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Tracks of the selected jets through their GhostTrack links, jet after jet."""
         key, index = self._link(events, "GhostTrack")
@@ -326,7 +326,7 @@ class Reader:
 def open_file(path: Path) -> Reader:
     """Open a PHYSLITE file and locate every quantity; one-line errors for what is wrong."""
     try:
-        file = uproot.open(path)
+        file = uproot.open(path, array_cache=blocks.READ_CACHE)
         obj, storage = _event_store(file, path)
         names = set(obj.keys())
         n_entries = obj.num_entries
