@@ -179,13 +179,21 @@ def test_failed_closure_leaves_no_network(jet_model_dir: Path, tmp_path: Path):
     assert not (tmp_path / "network.json").exists()
     assert not (tmp_path / "model.onnx").exists()
     assert not (tmp_path / "inputs.json").exists()
-    record = json.loads((tmp_path / "closure.json").read_text())
+    assert not (tmp_path / "closure.json").exists()  # a declared output: nothing on failure
+    record = json.loads((tmp_path / "closure.failed.json").read_text())
     assert record["passed"] is False and record["max_abs_diff_overall"] > 1e-5
     # Keras and ONNX both take normalised inputs: only the pairs with lwtnn see the offset
     assert record["max_abs_diff"]["keras_vs_onnx"] <= 1e-6
     assert record["max_abs_diff"]["keras_vs_lwtnn"] > 1e-5
     assert record["max_abs_diff"]["lwtnn_vs_onnx"] > 1e-5
     print(f"perturbed offset: max |Keras - lwtnn| = {record['max_abs_diff_overall']:.2e}")
+
+
+def test_too_few_test_jets_fail_the_closure(jet_model_dir: Path, tmp_path: Path):
+    with pytest.raises(FlavourflowError, match="500 test jets, fewer than the 501"):
+        run(jet_model_dir, tmp_path, min_jets=501)
+    assert not any(tmp_path.iterdir())
+    assert run(jet_model_dir, tmp_path, min_jets=500)["n_test_jets"] == 500
 
 
 def test_conversion_error_leaves_nothing(jet_model_dir: Path, tmp_path: Path):
@@ -376,7 +384,7 @@ def test_lwtnn_cpp_mismatch_fails_the_closure(jet_model_dir: Path, tmp_path: Pat
     out = tmp_path / "out"
     with pytest.raises(FlavourflowError, match="lwtnn C\\+\\+ FAILED"):
         run(jet_model_dir, out, max_jets=100, lwtnn_test=str(bin_dir / closure.LWTNN_TEST))
-    record = json.loads((out / "closure.json").read_text())
+    record = json.loads((out / "closure.failed.json").read_text())
     assert record["lwtnn_cpp"]["passed"] is False
     assert record["lwtnn_cpp"]["max_abs_diff"]["vs_lwtnn_numpy"] == pytest.approx(1e-3, rel=1e-3)
     assert record["max_abs_diff_overall"] <= 1e-5  # the Python-side pairs agree

@@ -35,7 +35,8 @@ FAST = ("--retries", "2", "--backoff", "0.01")
 
 class Handler(http.server.SimpleHTTPRequestHandler):
     """Serves a folder; `/truncated/<f>` announces the whole file but sends half and hangs
-    up; `/flaky/<f>` does so on the first GET only; `/busy/<f>` answers 503 once."""
+    up; `/flaky/<f>` does so on the first GET only; `/busy/<f>` answers 503 once;
+    `/private/<f>` answers 403."""
 
     requests: Counter
 
@@ -45,8 +46,11 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     def _special(self, head: bool) -> bool:
         self.requests[(self.command, self.path)] += 1
         kind, _, name = self.path.lstrip("/").partition("/")
-        if kind not in ("truncated", "flaky", "busy"):
+        if kind not in ("truncated", "flaky", "busy", "private"):
             return False
+        if kind == "private":
+            self.send_error(403)
+            return True
         data = (Path(self.directory) / name).read_bytes()
         n_get = self.requests[("GET", self.path)]
         if kind == "busy" and self.requests[("HEAD", self.path)] == 1:
@@ -131,6 +135,16 @@ def test_missing_file_fails_at_once(server, tmp_path: Path) -> None:
     result = fetch(f"{base}/nothere.root", out)
     assert_failed(result, out, f"{base}/nothere.root", "not found on the server (HTTP 404)")
     assert requests[("HEAD", "/nothere.root")] == 1 and requests[("GET", "/nothere.root")] == 0
+
+
+def test_access_refused_fails_at_once(server, tmp_path: Path) -> None:
+    base, _, requests = server
+    out = tmp_path / "in" / "good.root"
+    result = fetch(f"{base}/private/good.root", out)
+    assert_failed(result, out, f"{base}/private/good.root",
+                  "access refused by the server (HTTP 403)")
+    assert "retrying" not in result.stderr
+    assert requests[("HEAD", "/private/good.root")] == 1
 
 
 def test_truncated_transfer_is_retried_then_fails(server, tmp_path: Path) -> None:
@@ -220,6 +234,8 @@ def _free_port() -> int:
 def xrootd_server(tmp_path_factory: pytest.TempPathFactory):
     binary = shutil.which("xrootd")
     if binary is None:
+        if os.environ.get("FLAVOURFLOW_REQUIRE_XROOTD"):  # set by .ci/run, which installs it
+            pytest.fail("FLAVOURFLOW_REQUIRE_XROOTD is set but there is no xrootd binary")
         pytest.skip("no xrootd server (apt-get install xrootd-server)")
     # xrootd refuses to run as root; then it drops to the `xrootd` user the package creates,
     # which needs world-readable data and a writable admin/log folder.

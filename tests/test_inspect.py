@@ -27,9 +27,10 @@ def test_plots_and_summary(dumped: Path, tmp_path: Path) -> None:
     assert abs(sum(summary["fractions"].values()) - 1) < 1e-12
     # the synthetic baselines separate (None: not one light jet passes the cut)
     for tagger in ("ip2d_llr", "sv_sig"):
-        light = summary["baselines"][tagger]["50"]["light_rejection"]
-        assert light is None or light > 2
-        assert summary["baselines"][tagger]["50"]["c_rejection"] > 1
+        point = summary["baselines"][tagger]["working_points"]["50"]
+        assert point["light_rejection"] is None or point["light_rejection"] > 2
+        assert point["c_rejection"] > 1
+        assert 0.5 < summary["baselines"][tagger]["auc_b_vs_light"] <= 1
 
 
 def test_histograms_accumulate_over_blocks() -> None:

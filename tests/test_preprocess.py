@@ -282,3 +282,30 @@ def test_resampling_count_and_pdf(hard_b: Path, tmp_path: Path, method: str):
     # test split untouched; labels of the validation split resampled too
     assert info["n_jets"]["test"] == none["n_jets"]["test"]
     assert info["resampling"]["applied_to"] == ["train", "val"]
+
+
+def test_log1p_transform_of_a_variable_that_is_zero_without_a_vertex(merged: Path,
+                                                                     tmp_path: Path):
+    out = tmp_path / "pre"
+    info = preprocess.run(merged, out, settings(
+        variables=["eventNumber", "jetIndex", "sv_sig", "pt"], log1p_variables=["sv_sig"],
+        log_variables=["pt"]))
+    node = info["inputs"][0]
+    assert [v["name"] for v in node["variables"]] == [
+        "eventNumber", "jetIndex", "log1p_sv_sig", "log_pt"]
+    assert node["variables"][2]["transform"] == "log1p"
+    with h5py.File(merged) as f:
+        jets = f["jets"][...]
+    assert np.count_nonzero(jets["sv_sig"] == 0) > 0  # jets without a vertex are kept as 0
+    index = {(int(e), int(j)): i for i, (e, j) in enumerate(zip(jets["eventNumber"],
+                                                                 jets["jetIndex"],
+                                                                 strict=True))}
+    raw = _raw_columns(out, "train", node)
+    rows = np.array([index[(int(round(e)), int(round(j)))] for e, j in raw[:, :2]])
+    np.testing.assert_allclose(raw[:, 2], np.log1p(jets["sv_sig"][rows].astype(np.float64)),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(raw[:, 3], np.log(jets["pt"][rows].astype(np.float64)),
+                               rtol=1e-5)
+    with pytest.raises(FlavourflowError, match="two transforms"):
+        preprocess.run(merged, tmp_path / "x", settings(log1p_variables=["sv_sig"],
+                                                        log_variables=["sv_sig"]))

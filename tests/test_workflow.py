@@ -86,6 +86,27 @@ def test_hybrid_sample_plans_both_components_and_the_pt_windows(tmp_path: Path) 
     assert bad.returncode != 0 and "samples.hybrid.hybrid.high" in bad.stdout + bad.stderr
 
 
+def test_physlite_sample_through_the_dag(tmp_path: Path) -> None:
+    """A real Run 3 PHYSLITE file as a `source: files` sample: dump, merge and inspect, with
+    the file's GN2v01 and DL1dv01 as baselines."""
+    import skhep_testdata
+
+    work = copy_checkout(tmp_path)
+    path = skhep_testdata.data_path("uproot-physlite-rntuple_v1-0-0-0.root")
+    overlay = {"samples": {"run3": {"source": "files", "format": "physlite", "files": [path]}}}
+    (work / "run3.yaml").write_text(yaml.safe_dump(overlay))
+    target = "results/inspect/run3/summary.json"
+    assert planned_jobs(work, target, "--configfile", "run3.yaml") == {
+        "dump": 1, "merge": 1, "inspect": 1}
+    snakemake(work, "--cores", "2", target, "--configfile", "run3.yaml")
+    summary = json.loads((work / target).read_text())
+    assert set(summary["baselines"]) == {"ip2d_llr", "sv_sig", "DL1dv01", "GN2v01"}
+    assert summary["baselines"]["GN2v01"]["auc_b_vs_light"] == pytest.approx(0.96, abs=0.01)
+    stem = Path(path).stem
+    assert (work / f"results/dump/run3/{stem}.h5").is_file()
+    assert planned_jobs(work, target, "--configfile", "run3.yaml") == {}
+
+
 @pytest.mark.slow
 def test_tiny_end_to_end(tmp_path: Path) -> None:
     work = copy_checkout(tmp_path)
@@ -122,6 +143,9 @@ def test_tiny_end_to_end(tmp_path: Path) -> None:
         assert (work / f"results/evaluate/tutorial/ttbar/{stem}.pdf").read_bytes()[:4] == b"%PDF"
         assert (work / f"results/evaluate/tutorial/ttbar/{stem}.png").stat().st_size > 10_000
     assert (work / "results/inspect/ttbar/jet_inputs.png").stat().st_size > 10_000
+    compared = json.loads((work / "results/compare/ttbar/metrics.json").read_text())
+    assert set(compared["taggers"]) == {"tutorial", "dl1", "dips", "ip2d_llr", "sv_sig"}
+    assert compared["taggers"]["tutorial"] == metrics["taggers"]["network"]
 
     # inject: per shard, a friend with one entry per original event, in the original's order
     import uproot
@@ -142,22 +166,42 @@ def test_tiny_end_to_end(tmp_path: Path) -> None:
     overlay["evaluate"] = {"f_c": 0.05}
     (work / "changed.yaml").write_text(yaml.safe_dump(overlay))
     assert planned_jobs(work, "--configfile", "changed.yaml") == {
-        "evaluate": 3, "inject": 6, "all": 1}
+        "evaluate": 3, "inject": 6, "compare": 1, "all": 1}
 
     # a training key changes: training and what depends on it, not generation or dumping
     overlay = yaml.safe_load((work / "config/tiny.yaml").read_text())
     overlay["models"]["tutorial"]["training"]["learning_rate"] = 0.02
     (work / "changed.yaml").write_text(yaml.safe_dump(overlay))
     assert planned_jobs(work, "--configfile", "changed.yaml") == {
-        "train": 1, "export": 1, "evaluate": 1, "inject": 2, "all": 1}
+        "train": 1, "export": 1, "evaluate": 1, "inject": 2, "compare": 1, "all": 1}
 
     # the code of a stage changes: that stage and its dependents rerun (a mere touch does not:
     # Snakemake compares the checksums of small inputs)
-    code = work / "src/flavourflow/inspect/core.py"
-    code.write_text(code.read_text() + "\n# changed\n")
+    inspect_code, core_code = (work / "src/flavourflow/inspect/core.py",
+                               work / "src/flavourflow/core/roc.py")
+    originals = {path: path.read_text() for path in (inspect_code, core_code)}
+    inspect_code.write_text(originals[inspect_code] + "\n# changed\n")
     assert planned_jobs(work, *tiny) == {"inspect": 1, "all": 1}
-    code = work / "src/flavourflow/core/roc.py"
-    code.write_text(code.read_text() + "\n# changed\n")
+    core_code.write_text(originals[core_code] + "\n# changed\n")
     assert set(planned_jobs(work, *tiny)) == {
         "generate", "dump", "merge", "inspect", "preprocess", "train", "export", "evaluate",
-        "inject", "all"}
+        "compare", "inject", "all"}
+    for path, text in originals.items():
+        path.write_text(text)
+
+    # a closure that fails stops the DAG before evaluation: Keras (float32) and the numpy
+    # evaluator (float64) cannot agree to 1e-14
+    overlay = yaml.safe_load((work / "config/tiny.yaml").read_text())
+    overlay["export"]["tolerance"] = 1e-14
+    (work / "changed.yaml").write_text(yaml.safe_dump(overlay))
+    target = "results/evaluate/tutorial/ttbar/metrics.json"
+    assert planned_jobs(work, target, "--configfile", "changed.yaml") == {
+        "export": 1, "evaluate": 1}
+    failed = snakemake(work, "--cores", "2", target, "--configfile", "changed.yaml",
+                       check=False)
+    assert failed.returncode != 0
+    assert "closure failed" in (work / "logs/export/tutorial.log").read_text()
+    assert "rule evaluate:" not in failed.stdout + failed.stderr
+    assert not (work / "results/export/tutorial/network.json").exists()
+    record = json.loads((work / "results/export/tutorial/closure.failed.json").read_text())
+    assert record["passed"] is False and record["tolerance"] == 1e-14

@@ -25,6 +25,7 @@ STAGES = {
     "train": "flavourflow.train.cli",
     "export": "flavourflow.export.cli",
     "evaluate": "flavourflow.evaluate.cli",
+    "compare": "flavourflow.compare.cli",
     "inject": "flavourflow.inject.cli",
 }
 

@@ -59,8 +59,9 @@ def _check_references():
         if entry["architecture"] != "dips" and (tracks or not jets):
             raise ValueError(f"config: models.{model}.track_variables: "
                              f"{entry['architecture']} takes jet_variables only")
-        for name in set(entry.get("log_variables", [])) - {*jets, *tracks}:
-            raise ValueError(f"config: models.{model}.log_variables: '{name}' is not an input")
+        for key in ("log_variables", "log1p_variables"):
+            for name in set(entry.get(key, [])) - {*jets, *tracks}:
+                raise ValueError(f"config: models.{model}.{key}: '{name}' is not an input")
     for sample in config["evaluate"]["samples"]:
         if sample not in SAMPLES:
             raise ValueError(f"config: evaluate.samples: no sample '{sample}'")
@@ -102,6 +103,7 @@ _STAGE_PACKAGES = {
     "train": ["train", "export/layers.py"],
     "export": ["export"],
     "evaluate": ["evaluate", "export"],
+    "compare": ["compare"],
     "inject": ["inject", "export"],
 }
 
@@ -167,6 +169,14 @@ def inject_outputs():
         for file in sample_files(sample)
         for ext in ("root", "h5")
     ]
+
+
+def compare_outputs():
+    return expand(
+        "results/compare/{sample}/{name}",
+        sample=config["evaluate"]["samples"],
+        name=["metrics.json", "rejections.md", "roc.pdf"],
+    )
 
 
 def evaluate_outputs():

@@ -28,4 +28,5 @@ rule export:
         " --closure {output.closure} --inputs-json {output.inputs}"
         " --onnx {output.onnx} --onnx-opset {params.export[onnx_opset]}"
         " --tolerance {params.export[tolerance]} --max-jets {params.export[max_jets]}"
+        " --min-jets {params.export[min_jets]}"
         " > {log} 2>&1"

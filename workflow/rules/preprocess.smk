@@ -16,6 +16,7 @@ def _preprocess_params(w):
         # a jets-only model reads no tracks: dump.max_tracks must not rerun it
         "max_tracks": entry.get("max_tracks", config["dump"]["max_tracks"]) if tracks else 0,
         "log_variables": entry.get("log_variables", []),
+        "log1p_variables": entry.get("log1p_variables", []),
     }
 
 
@@ -45,6 +46,7 @@ rule preprocess:
         " --model {wildcards.model} --variables {params.model[jet_variables]}"
         " --track-variables {params.model[track_variables]}"
         " --max-tracks {params.model[max_tracks]} --log-variables {params.model[log_variables]}"
+        " --log1p-variables {params.model[log1p_variables]}"
         " --resampling {params.resampling:q}"
         " --fractions {params.split:q} --split-seed {params.pre[split_seed]}"
         " --shuffle-seed {params.pre[shuffle_seed]} --block-size {params.pre[block_size]}"

@@ -13,6 +13,11 @@ rule train:
         arch=lambda w: MODELS[w.model]["architecture"],
         options=lambda w: as_json(MODELS[w.model].get("options", {})),
         training=lambda w: as_json(MODELS[w.model]["training"]),
+        # recorded in training.json: the model's entry, its sample and its preprocessing (a
+        # change to any of them reruns preprocess, hence this rule, anyway)
+        record=lambda w: as_json({"model": MODELS[w.model],
+                                  "sample": SAMPLES[MODELS[w.model]["sample"]],
+                                  "preprocess": config["preprocess"]}),
     threads: 2
     log:
         "logs/train/{model}.log",
@@ -22,4 +27,5 @@ rule train:
         "{FLAVOURFLOW} train --preprocessed results/preprocess/{wildcards.model}"
         " --model {output.model} --history {output.history} --info {output.info}"
         " --architecture {params.arch} --options {params.options:q}"
-        " --training {params.training:q} > {log} 2>&1"
+        " --training {params.training:q} --record {params.record:q} --threads {threads}"
+        " > {log} 2>&1"

@@ -36,6 +36,14 @@ ALL_FLAVOURS: tuple[Flavour, ...] = (LIGHT, CHARM, BOTTOM, TAU)
 #: b-jet efficiencies of the standard working points.
 WORKING_POINTS: tuple[float, ...] = (0.60, 0.70, 0.77, 0.85)
 
+#: flavourflow's own baseline discriminants, computed in the dump from reconstructed tracks.
+BASELINES: tuple[str, ...] = ("ip2d_llr", "sv_sig")
+
+#: f_c of the D_b each ATLAS tagger is calibrated with (DL1*: 0.018; GN2v01: 0.2), used when
+#: such a tagger's p_b, p_c, p_u are shown as a baseline; others get DEFAULT_FC.
+DEFAULT_FC = 0.018
+TAGGER_FC: dict[str, float] = {"DL1r": 0.018, "DL1dv01": 0.018, "GN2v01": 0.2}
+
 
 def class_index(labels: np.ndarray, classes: tuple[Flavour, ...] = CLASSES) -> np.ndarray:
     """Map truth labels to class indices in ``classes`` order; -1 for labels not in it."""
@@ -43,11 +51,3 @@ def class_index(labels: np.ndarray, classes: tuple[Flavour, ...] = CLASSES) -> n
     for i, flav in enumerate(classes):
         out[labels == flav.label] = i
     return out
-
-
-def by_name(name: str) -> Flavour:
-    """The flavour called ``name`` (``light``, ``charm``, ``bottom``, ``tau``)."""
-    for flav in ALL_FLAVOURS:
-        if flav.name == name:
-            return flav
-    raise KeyError(f"unknown flavour {name!r}; known: {[f.name for f in ALL_FLAVOURS]}")

@@ -2,8 +2,10 @@
 values an lwtnn network is fed, shared by preprocess (which normalises them), evaluate and
 inject (which feed them to the exported network), so that all three see the same numbers.
 
-An input variable is named after a dump field, or ``log_<field>`` for the natural log of a
-field (values <= 0 become NaN, hence the variable's default). Because the transform is in the
+An input variable is named after a dump field, ``log_<field>`` for the natural log of a
+field (values <= 0 become NaN, hence the variable's default) or ``log1p_<field>`` for
+log(1 + field) (values <= -1 become NaN): the compression a long-tailed non-negative quantity
+such as a flight significance, 0 without a vertex, needs. Because the transform is in the
 name, ``network.json`` alone says how to compute every input. Track (sequence) inputs are the
 first ``max_tracks`` steps of the dump's `tracks` rows (which the dump sorts by decreasing
 |d0 significance|) with the dump's ``valid`` flag; variables of valid steps that are NaN get
@@ -23,7 +25,8 @@ from flavourflow.core.errors import FlavourflowError
 JET_NODE = "jets"
 TRACK_NODE = "tracks"
 VALID_FIELD = "valid"
-LOG_PREFIX = "log_"
+#: Transform -> the prefix of the variable names that apply it.
+PREFIXES = {"log": "log_", "log1p": "log1p_"}
 
 
 @dataclass(frozen=True)
@@ -32,30 +35,37 @@ class Variable:
 
     name: str
     field: str
-    transform: str | None  # None or "log"
+    transform: str | None  # None or a key of PREFIXES
 
     def compute(self, values: np.ndarray) -> np.ndarray:
         """The raw-unit input (float64) from the field's values."""
         x = np.asarray(values, dtype=np.float64)
         if self.transform == "log":
-            positive = x > 0
-            return np.where(positive, np.log(np.where(positive, x, 1.0)), np.nan)
+            ok = x > 0
+            return np.where(ok, np.log(np.where(ok, x, 1.0)), np.nan)
+        if self.transform == "log1p":
+            ok = x > -1
+            return np.where(ok, np.log1p(np.where(ok, x, 0.0)), np.nan)
         return x
 
 
-def variable(field: str, log: bool = False) -> Variable:
-    """The input computed from dump ``field`` (its log when ``log``)."""
-    return Variable(f"{LOG_PREFIX}{field}" if log else field, field, "log" if log else None)
+def variable(field: str, transform: str | None = None) -> Variable:
+    """The input computed from dump ``field`` with ``transform`` (None, "log", "log1p")."""
+    if transform is None:
+        return Variable(field, field, None)
+    return Variable(f"{PREFIXES[transform]}{field}", field, transform)
 
 
 def resolve(name: str, fields: Sequence[str], path: object = None) -> Variable:
-    """The input called ``name`` among dump ``fields``: the field itself or ``log_<field>``."""
+    """The input called ``name`` among dump ``fields``: the field itself, ``log_<field>`` or
+    ``log1p_<field>``."""
     if name in fields:
         return Variable(name, name, None)
-    if name.startswith(LOG_PREFIX) and name[len(LOG_PREFIX) :] in fields:
-        return Variable(name, name[len(LOG_PREFIX) :], "log")
-    raise FlavourflowError("missing variable (not a field, nor log_<field>)", path=path,
-                           field=name)
+    for transform, prefix in PREFIXES.items():
+        if name.startswith(prefix) and name[len(prefix) :] in fields:
+            return Variable(name, name[len(prefix) :], transform)
+    raise FlavourflowError("missing variable (not a field, nor log_ or log1p_ of one)",
+                           path=path, field=name)
 
 
 def jet_matrix(block: np.ndarray, variables: Sequence[Variable]) -> np.ndarray:

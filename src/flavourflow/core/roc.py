@@ -51,6 +51,25 @@ def auc(signal: np.ndarray, background: np.ndarray) -> float:
     return float((ranks[:n_s].sum() - n_s * (n_s + 1) / 2.0) / (n_s * n_b))
 
 
+def performance(by_flavour: dict[str, np.ndarray], working_points: Sequence[float]) -> dict:
+    """AUCs (b vs light, b vs c) and, at each b-efficiency working point, the cut and the
+    light and c rejections with their uncertainties, of one discriminant given per flavour
+    (``{"bottom": ..., "charm": ..., "light": ...}``); keyed ``"70"`` etc."""
+    b, c, light = by_flavour["bottom"], by_flavour["charm"], by_flavour["light"]
+    out: dict = {"auc_b_vs_light": auc(b, light) if len(light) else None,
+                 "auc_b_vs_charm": auc(b, c) if len(c) else None, "working_points": {}}
+    for wp in working_points:
+        cut = cut_for_efficiency(b, wp)
+        light_rej, light_err = rejection(light, cut)
+        c_rej, c_err = rejection(c, cut)
+        out["working_points"][f"{round(wp * 100)}"] = {
+            "b_efficiency": wp, "cut": cut,
+            "light_rejection": light_rej, "light_rejection_err": light_err,
+            "c_rejection": c_rej, "c_rejection_err": c_err,
+        }
+    return out
+
+
 def roc_curve(signal: np.ndarray, background: np.ndarray,
               efficiencies: Sequence[float] | np.ndarray) -> np.ndarray:
     """Background rejection at each signal efficiency (NaN where no background passes)."""

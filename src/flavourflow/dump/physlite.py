@@ -178,7 +178,7 @@ class Reader:
                       for x in self._link(events, "btaggingLink"))
         first = f"{self.taggers[0]}_{TAGGER_OUTPUTS[0]}"
         n_btag = ak.to_numpy(ak.num(self._get(events, first)))
-        ok = self._valid_key(key, self.btagging) & (index < n_btag[event_of_jet])
+        ok = self._valid_key(key, self.btagging) & (index >= 0) & (index < n_btag[event_of_jet])
         position = np.arange(len(key)) - blocks.flat_index(
             ak.to_numpy(ak.num(self._get(events, "jet_pt"))))[event_of_jet]
         self.stats.btag_links += len(key)
@@ -203,7 +203,7 @@ class Reader:
         jet_of_link = np.repeat(np.arange(len(n_links)), n_links)
         event_of_link = event_of_jet[jet_of_link]
         n_tracks = ak.to_numpy(ak.num(self._get(events, "trk_d0")))
-        valid = self._valid_key(key, TRACKS) & (index < n_tracks[event_of_link])
+        valid = self._valid_key(key, TRACKS) & (index >= 0) & (index < n_tracks[event_of_link])
         self.stats.ghost_links += int(keep[jet_of_link].sum())
         valid &= keep[jet_of_link]
         self.stats.ghost_links_valid += int(valid.sum())

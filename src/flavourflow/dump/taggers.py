@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 
-import awkward as ak
 import numpy as np
 
 #: Resolution model of the light-jet template: core and tail widths (units of sigma), tail share.
@@ -72,16 +71,10 @@ def heavy_pdf(s: np.ndarray) -> np.ndarray:
     return LIFETIME_FRACTION * emg + (1.0 - LIFETIME_FRACTION) * light_pdf(s)
 
 
-def ip2d_llr(signed_d0_significance: ak.Array) -> np.ndarray:
-    """Sum over each jet's tracks of log f_b(S)/f_u(S); 0 for a jet without tracks."""
-    counts = ak.to_numpy(ak.num(signed_d0_significance))
-    flat = ak.to_numpy(ak.flatten(signed_d0_significance))
-    return ip2d_llr_flat(flat, np.repeat(np.arange(len(counts)), counts), len(counts))
-
-
 def ip2d_llr_flat(significance: np.ndarray, jet_of_track: np.ndarray, n_jets: int) -> np.ndarray:
-    """:func:`ip2d_llr` of flat per-track significances; ``jet_of_track`` maps tracks to jets.
-    Tracks without a finite significance (no uncertainty known) contribute nothing."""
+    """Per jet, the sum over its tracks of log f_b(S)/f_u(S) (0 for a jet without tracks), from
+    flat per-track significances; ``jet_of_track`` maps tracks to jets. Tracks without a
+    finite significance (no uncertainty known) contribute nothing."""
     s = np.asarray(significance, dtype=np.float64)
     finite = np.isfinite(s)
     clipped = np.clip(s[finite], *S_RANGE)

@@ -18,18 +18,17 @@ import numpy as np
 from flavourflow.core import inputs, roc
 from flavourflow.core import split as splitting
 from flavourflow.core.errors import FlavourflowError
-from flavourflow.core.flavours import BOTTOM, CLASSES, LABEL_FIELD
+from flavourflow.core.flavours import BASELINES, BOTTOM, CLASSES, LABEL_FIELD
 from flavourflow.core.outputs import atomic_path, write_json
 from flavourflow.core.plots import figure, rejection_curves, save
 from flavourflow.export.evaluator import LightweightGraph
 
 log = logging.getLogger(__name__)
 
-#: Baseline discriminants evaluated next to the network.
-BASELINES = ("ip2d_llr", "sv_sig")
-#: Jet fields copied from the dump into scores.h5 (with their types), next to the scores.
 #: Jets per read when the network has track inputs (bounds memory: ~2 kB of tracks per jet).
 TRACK_BLOCK = 20_000
+#: Jet fields copied from the dump into scores.h5 (with their types), next to the scores; the
+#: baselines are evaluated next to the network.
 COPIED_FIELDS = {"pt": "f4", "eta": "f4", "eventNumber": "i8", "jetIndex": "i4",
                  LABEL_FIELD: "i4", **dict.fromkeys(BASELINES, "f4")}
 
@@ -110,18 +109,7 @@ def metrics(scores: Path, working_points: Sequence[float]) -> dict:
         flav = _by_flavour(jets, tagger)
         if len(flav[BOTTOM.name]) == 0:
             raise FlavourflowError("no b jets in the test split", path=scores, field=LABEL_FIELD)
-        entry: dict = {"auc_b_vs_light": roc.auc(flav["bottom"], flav["light"]),
-                       "auc_b_vs_charm": roc.auc(flav["bottom"], flav["charm"]),
-                       "working_points": {}}
-        for wp in working_points:
-            cut = roc.cut_for_efficiency(flav["bottom"], wp)
-            light, light_err = roc.rejection(flav["light"], cut)
-            charm, charm_err = roc.rejection(flav["charm"], cut)
-            entry["working_points"][f"{round(wp * 100)}"] = {
-                "b_efficiency": wp, "cut": cut,
-                "light_rejection": light, "light_rejection_err": light_err,
-                "c_rejection": charm, "c_rejection_err": charm_err,
-            }
+        entry = roc.performance(flav, working_points)
         out["taggers"]["network" if tagger == "D_b" else tagger] = entry
     return out
 

@@ -46,6 +46,13 @@ def add_parser(subparsers) -> None:
         help="test jets in the closure (plus, for sequence inputs, jets with 0 and T steps)",
     )
 
+    parser.add_argument(
+        "--min-jets",
+        type=int,
+        default=1,
+        help="fail when the test split has fewer jets than this",
+    )
+
 
 def main(args: argparse.Namespace) -> int:
     """Run the export stage; FlavourflowError propagates to the top-level CLI."""
@@ -60,6 +67,7 @@ def main(args: argparse.Namespace) -> int:
         inputs_out=args.inputs_json,
         tolerance=args.tolerance,
         max_jets=args.max_jets,
+        min_jets=args.min_jets,
         onnx_out=args.onnx,
         onnx_opset=args.onnx_opset,
     )

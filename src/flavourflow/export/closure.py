@@ -520,6 +520,7 @@ def run(
     tolerance: float,
     max_jets: int,
     *,
+    min_jets: int = 1,
     onnx_out: PathLike | None = None,
     onnx_opset: int = DEFAULT_OPSET,
     chunk_size: int = CHUNK_SIZE,
@@ -531,7 +532,9 @@ def run(
     without it only Keras vs lwtnn is compared. ``lwtnn_test`` overrides the path of lwtnn's
     C++ pattern test (default: looked up on PATH; skipped, and recorded, if absent).
     Returns the closure summary (also written to ``closure_out``). Raises FlavourflowError,
-    leaving no network/ONNX/inputs file, if any pair differs by more than ``tolerance``.
+    leaving no network/ONNX/inputs file, if the test split has fewer than ``min_jets`` jets or
+    any pair differs by more than ``tolerance``; the summary of a failed closure is kept in
+    ``<closure_out stem>.failed.json`` (Snakemake removes a failed job's declared outputs).
     """
     from flavourflow.export.lwtnn import convert
     from flavourflow.export.onnx import OnnxScorer, keras_to_onnx, save
@@ -541,7 +544,8 @@ def run(
             f"need tolerance > 0, max_jets >= 1, chunk_size >= 1; got {tolerance}, {max_jets}, "
             f"{chunk_size}"
         )
-    outputs = [network_out, inputs_out, closure_out] + ([onnx_out] if onnx_out else [])
+    failed_out = Path(closure_out).with_suffix(".failed.json")
+    outputs = [network_out, inputs_out, closure_out, failed_out] + ([onnx_out] if onnx_out else [])
     for stale in outputs:
         Path(stale).unlink(missing_ok=True)  # a failed run must not leave an old one behind
 
@@ -553,8 +557,9 @@ def run(
 
     data = _TestData(Path(test_dir), graph)
     n_jets = min(data.n_jets, max_jets)
-    if n_jets == 0:
-        raise FlavourflowError("no test jets", path=test_dir)
+    if n_jets == 0 or data.n_jets < min_jets:
+        raise FlavourflowError(f"{data.n_jets} test jets, fewer than the {min_jets} the closure "
+                               "needs (export.min_jets)", path=test_dir)
     edge, edge_record = _edge_jets(data, n_jets, chunk_size)
 
     proto = scorer = None
@@ -625,11 +630,11 @@ def run(
         "versions": _versions(),
     }
     if not passed:
-        write_json(closure_out, summary)
+        write_json(failed_out, summary)
         raise FlavourflowError(
             f"closure failed: max |diff| = {overall:.3g} (tolerance {tolerance:g}; per pair "
             f"{summary['max_abs_diff']}, non-finite {nonfinite}, lwtnn C++ "
-            f"{'passed' if cpp.get('passed', True) else 'FAILED'}); see {closure_out}"
+            f"{'passed' if cpp.get('passed', True) else 'FAILED'}); see {failed_out}"
         )
     with atomic_path(network_out) as tmp:
         tmp.write_text(network_text)

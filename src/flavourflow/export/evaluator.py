@@ -30,7 +30,6 @@ Array = np.ndarray
 
 #: Layer architectures that only a recurrent ``sequence`` node can use.
 SEQUENCE_ARCHITECTURES = ("lstm", "gru", "simplernn", "conv1d", "embedding")
-FEED_FORWARD_ARCHITECTURES = ("dense", "normalization", "maxout", "highway")
 NODE_TYPES = (
     "input",
     "input_sequence",

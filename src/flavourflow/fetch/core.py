@@ -41,12 +41,7 @@ NOT_FOUND_ERRORS = {"DataIdentifierNotFound", "FileOrDirectoryNotFoundError"}
 
 
 class NotFoundError(Exception):
-    """The remote file does not exist: retrying cannot help."""
-
-
-def is_remote(location: str) -> bool:
-    """Whether ``location`` is a URL one of the plugins serves (else a local path)."""
-    return urlparse(location).scheme in PLUGINS
+    """The remote file does not exist, or access is refused: retrying cannot help."""
 
 
 def storage_object(url: str, local_path: Path, prefix: Path):
@@ -92,12 +87,14 @@ def _check_exists(obj, url: str) -> None:
         with httpr(verb="HEAD") as response:
             status = response.status_code
         if status in (404, 410):
-            raise NotFoundError(f"HTTP {status}")
+            raise NotFoundError(f"not found on the server (HTTP {status})")
+        if status in (401, 403):  # credentials, not luck: a retry gets the same answer
+            raise NotFoundError(f"access refused by the server (HTTP {status})")
         if status != 200:
             raise ConnectionError(f"HTTP {status}")
         return
     if not obj.exists():
-        raise NotFoundError("no such file")
+        raise NotFoundError("not found on the server (no such file)")
 
 
 def _attempt(obj, url: str, local: Path) -> int:
@@ -151,7 +148,7 @@ def fetch(url: str, output: Path, checksum: dict[str, str] | None = None, retrie
             except FlavourflowError:
                 raise
             except NotFoundError as err:
-                raise FlavourflowError(f"not found on the server ({err})", path=url) from None
+                raise FlavourflowError(str(err), path=url) from None
             except Exception as err:
                 reason = " ".join(f"{type(err).__name__}: {err}".split())
                 if type(err).__name__ in NOT_FOUND_ERRORS:

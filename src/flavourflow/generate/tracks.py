@@ -20,8 +20,18 @@ Resolutions (p in GeV):
     sigma_phi, theta = 1e-4 (+) 1.5e-3 / p                     rad
 A fraction TAIL_FRACTION of tracks has its impact parameters smeared TAIL_SCALE times wider
 than the stored sigma (wrong hits, multiple scattering tails): a non-Gaussian tail, and a
-fraction FAKE_FRACTION are fakes or hadronic-interaction products with random impact
-parameters. Optional pile-up: soft prompt tracks from other vertices spread along z.
+fraction FAKE_FRACTION are fakes with random impact parameters.
+
+Hadronic interactions in the material (Pythia has no detector): a charged hadron crossing
+one of the material layers (beam pipe, IBL and the next two pixel layers, radii
+MATERIAL_RADII) interacts there with probability INTERACTION_PROBABILITY / sin(theta) per
+layer (about 2.4 % in all at eta = 0, more forward, as the path in the material grows), makes
+2-4 charged secondaries from a point at that radius, spread around the parent direction by
+about 0.25 rad / sqrt(p / GeV); the parent keeps its track only when it had left the two
+innermost layers. Those secondaries that pass the track selection are displaced, mostly
+positively signed, and come in pairs or more from a common vertex: the light-jet background
+that clean generator-level tracks lack.
+Optional pile-up: soft prompt tracks from other vertices spread along z.
 """
 
 from __future__ import annotations
@@ -48,6 +58,15 @@ TAIL_SCALE = 3.0
 #: impact parameters are unrelated to the particle's origin (uniform within FAKE_IP_RANGE mm).
 FAKE_FRACTION = 0.005
 FAKE_IP_RANGE = 3.0
+#: Hadronic interactions: radii (mm) of the beam pipe, the IBL and the next two pixel layers
+#: (secondaries from further out have too few pixel hits), the
+#: interaction probability per layer at normal incidence, the charged-hadron PDG ids that
+#: interact, and the secondaries' share of the parent momentum and angular spread.
+MATERIAL_RADII = (23.5, 33.25, 50.5, 88.5)
+INTERACTION_PROBABILITY = 0.006
+INTERACTING = (211, 321, 2212)
+SECONDARY_MOMENTUM_SHARE = 0.6
+SECONDARY_ANGLE = 0.25  # rad x GeV^(1/2) / sqrt(p): soft secondaries spread more
 #: Pile-up stand-in: vertices spread along z like the beam spot (mm), soft tracks (GeV).
 PILEUP_SIGMA_Z, PILEUP_MEAN_PT = 40.0, 1.0
 _PT_PRESELECT = 0.4  # GeV, truth: migration from below is negligible at 1% resolution
@@ -102,12 +121,15 @@ def reconstruct(particles: Particles, charges: ChargeTable, rng: np.random.Gener
     charge = charges(particles.id[final])
     idx = final[charge != 0]
     charge = charge[charge != 0]
-    px, py, pz = particles.px[idx], particles.py[idx], particles.pz[idx]
-    pt, eta, phi = pt_eta_phi(px, py, pz)
-    r_prod = np.hypot(particles.x[idx], particles.y[idx])
-    pre = (pt > _PT_PRESELECT) & (np.abs(eta) < _ETA_PRESELECT) & (r_prod < R_PROD_MAX)
-    idx, charge, pt, eta, phi = idx[pre], charge[pre], pt[pre], eta[pre], phi[pre]
-    n = len(idx)
+    pt, eta, phi = pt_eta_phi(particles.px[idx], particles.py[idx], particles.pz[idx])
+    event = particles.event[idx]
+    pv = particles.pv[event]
+    cand = _Candidates(event, particles.x[idx] - pv[:, 0], particles.y[idx] - pv[:, 1],
+                       particles.z[idx] - pv[:, 2], pt, eta, phi, charge, particles.id[idx])
+    cand = interact(_preselected(cand), rng)
+    cand = _preselected(cand)  # the secondaries
+    pt, eta, phi, event, charge = cand.pt, cand.eta, cand.phi, cand.event, cand.charge
+    n = len(pt)
 
     gauss = rng.standard_normal((5, n))
     uniform = rng.random((5, n))
@@ -125,10 +147,7 @@ def reconstruct(particles: Particles, charges: ChargeTable, rng: np.random.Gener
     sin_s = np.sin(theta_s)
     sigma_d0, sigma_z0st = ip_resolution(pt_s / sin_s, sin_s)
 
-    event = particles.event[idx]
-    pv = particles.pv[event]
-    d0, z0st = impact_parameters(particles.x[idx] - pv[:, 0], particles.y[idx] - pv[:, 1],
-                                 particles.z[idx] - pv[:, 2], phi, theta)
+    d0, z0st = impact_parameters(cand.x, cand.y, cand.z, phi, theta)
     d0_s = np.where(fake, FAKE_IP_RANGE * (2 * uniform[3] - 1), d0 + tail * sigma_d0 * gauss[3])
     z0st_s = np.where(fake, FAKE_IP_RANGE * (2 * uniform[4] - 1),
                       z0st + tail * sigma_z0st * gauss[4])
@@ -136,6 +155,83 @@ def reconstruct(particles: Particles, charges: ChargeTable, rng: np.random.Gener
     return _selected(Tracks(event[found], pt_s[found], eta_s[found], phi_s[found],
                             charge[found], d0_s[found], z0st_s[found], sigma_d0[found],
                             sigma_z0st[found]))
+
+
+@dataclass
+class _Candidates:
+    """Charged particles that may leave a track: production point relative to the true
+    primary vertex (mm), true direction and pT (GeV), charge, PDG id."""
+
+    event: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+    pt: np.ndarray
+    eta: np.ndarray
+    phi: np.ndarray
+    charge: np.ndarray
+    pdg: np.ndarray
+
+    def take(self, index: np.ndarray) -> _Candidates:
+        return _Candidates(**{name: value[index] for name, value in vars(self).items()})
+
+
+def _preselected(cand: _Candidates) -> _Candidates:
+    """Truth-level preselection: candidates that could pass the track selection."""
+    return cand.take((cand.pt > _PT_PRESELECT) & (np.abs(cand.eta) < _ETA_PRESELECT)
+                     & (np.hypot(cand.x, cand.y) < R_PROD_MAX))
+
+
+def interact(cand: _Candidates, rng: np.random.Generator) -> _Candidates:
+    """``cand`` after hadronic interactions in the material layers (see the module doc):
+    interacting parents lost before the third layer are dropped, secondaries appended (in
+    a fixed order, so the same random stream gives the same tracks)."""
+    n = len(cand.pt)
+    theta = 2.0 * np.arctan(np.exp(-cand.eta))
+    sin_t = np.sin(theta)
+    r0 = np.hypot(cand.x, cand.y)
+    hadron = np.isin(np.abs(cand.pdg), INTERACTING)
+    # the first layer (outside its production point) at which each hadron interacts, if any
+    layer = np.full(n, -1)
+    draws = rng.random((len(MATERIAL_RADII), n))
+    probability = np.minimum(INTERACTION_PROBABILITY / np.maximum(sin_t, 1e-3), 0.5)
+    for k in reversed(range(len(MATERIAL_RADII))):
+        hit = hadron & (r0 < MATERIAL_RADII[k]) & (draws[k] < probability)
+        layer = np.where(hit, k, layer)
+    parents = np.flatnonzero(layer >= 0)
+    radius = np.asarray(MATERIAL_RADII)[layer[parents]]
+    # where the parent's straight line crosses that radius
+    ux, uy = np.cos(cand.phi[parents]), np.sin(cand.phi[parents])
+    px0, py0 = cand.x[parents], cand.y[parents]
+    b = px0 * ux + py0 * uy
+    t = -b + np.sqrt(np.maximum(b * b - (px0 * px0 + py0 * py0 - radius * radius), 0.0))
+    vx, vy = px0 + t * ux, py0 + t * uy
+    vz = cand.z[parents] + t / np.tan(theta[parents])
+    # 2-4 charged secondaries sharing SECONDARY_MOMENTUM_SHARE of the parent momentum
+    n_sec = rng.integers(2, 5, len(parents))
+    parent_of = np.repeat(np.arange(len(parents)), n_sec)
+    m = len(parent_of)
+    share = rng.exponential(1.0, m)
+    share /= np.bincount(parent_of, weights=share, minlength=len(parents))[parent_of]
+    p_parent = cand.pt[parents] / sin_t[parents]
+    p_sec = np.maximum(SECONDARY_MOMENTUM_SHARE * p_parent[parent_of] * share, 1e-3)
+    spread = SECONDARY_ANGLE / np.sqrt(p_sec)
+    theta_sec = np.clip(theta[parents][parent_of] + spread * rng.standard_normal(m),
+                        1e-3, np.pi - 1e-3)
+    phi_sec = cand.phi[parents][parent_of] + spread * rng.standard_normal(m) / np.maximum(
+        np.sin(theta_sec), 1e-3)
+    phi_sec = (phi_sec + np.pi) % (2.0 * np.pi) - np.pi
+    charge_sec = rng.choice(np.array([-1.0, 1.0]), m)
+    secondaries = _Candidates(
+        event=cand.event[parents][parent_of], x=vx[parent_of], y=vy[parent_of],
+        z=vz[parent_of], pt=p_sec * np.sin(theta_sec),
+        eta=-np.log(np.tan(0.5 * theta_sec)), phi=phi_sec, charge=charge_sec,
+        pdg=np.full(m, 211))
+    lost = np.zeros(n, dtype=bool)
+    lost[parents] = layer[parents] < 2  # no hits left in the IBL and the B-layer
+    kept = cand.take(~lost)
+    return _Candidates(**{name: np.concatenate([getattr(kept, name), getattr(secondaries, name)])
+                          for name in vars(kept)})
 
 
 def _selected(tracks: Tracks) -> Tracks:

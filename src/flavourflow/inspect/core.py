@@ -1,6 +1,10 @@
 """The inspect stage: per-flavour normalised histograms of every jet and track input, and
 b-efficiency vs light / c rejection of each baseline, on the whole merged sample.
 
+Baselines: flavourflow's own (``ip2d_llr``, ``sv_sig``) and every tagger whose ``<name>_pb``,
+``_pc``, ``_pu`` the dump carries (DL1r, DL1dv01, GN2v01 from PHYSLITE), as its D_b with the
+tagger's own f_c (:data:`~flavourflow.core.flavours.TAGGER_FC`).
+
 Histograms are filled block by block (binning fixed from the first block), so memory stays
 bounded; the baseline ROCs need only one column per baseline.
 """
@@ -17,7 +21,16 @@ import numpy as np
 
 from flavourflow.core import roc
 from flavourflow.core.errors import FlavourflowError
-from flavourflow.core.flavours import ALL_FLAVOURS, BOTTOM, CHARM, LABEL_FIELD, LIGHT
+from flavourflow.core.flavours import (
+    ALL_FLAVOURS,
+    BASELINES,
+    BOTTOM,
+    CHARM,
+    DEFAULT_FC,
+    LABEL_FIELD,
+    LIGHT,
+    TAGGER_FC,
+)
 from flavourflow.core.outputs import write_json
 from flavourflow.core.plots import figure, rejection_curves, save
 
@@ -26,10 +39,27 @@ log = logging.getLogger(__name__)
 #: Jet fields that are bookkeeping or truth, not inputs: not histogrammed.
 NOT_INPUTS = {"eventNumber", "jetIndex", "mcEventWeight", LABEL_FIELD,
               "HadronConeExclTruthLabelPt", "HadronConeExclTruthLabelLxy"}
-BASELINES = ("ip2d_llr", "sv_sig")
 #: Lifetime-signed impact-parameter significances, shown on a fixed wide range for validation.
 IP_SIGNIFICANCES = ("IP3D_signed_d0_significance", "IP3D_signed_z0_significance")
 IP_EDGES = np.linspace(-20.0, 40.0, 121)
+
+
+def probability_taggers(fields: Sequence[str]) -> list[str]:
+    """Taggers whose p_b, p_c and p_u are all among ``fields`` (``GN2v01_pb`` ...)."""
+    names = set(fields)
+    return sorted(f[:-3] for f in names
+                  if f.endswith("_pb") and {f[:-3] + "_pc", f[:-3] + "_pu"} <= names)
+
+
+def baseline_scores(columns: np.ndarray) -> dict[str, np.ndarray]:
+    """Each baseline's discriminant per jet: our own as they are, taggers as their D_b."""
+    names = columns.dtype.names
+    out = {name: columns[name] for name in BASELINES if name in names}
+    for tagger in probability_taggers(names):
+        out[tagger] = roc.b_discriminant(columns[f"{tagger}_pb"], columns[f"{tagger}_pc"],
+                                         columns[f"{tagger}_pu"],
+                                         TAGGER_FC.get(tagger, DEFAULT_FC))
+    return out
 
 
 class FlavourHistograms:
@@ -113,7 +143,10 @@ def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float]
             sig = np.where(valid, np.abs(t["IP3D_signed_d0_significance"]), 0.0)
             n_displaced_light += int(np.count_nonzero(
                 ((sig > 3).sum(axis=1) >= 2) & (j[LABEL_FIELD] == LIGHT.label)))
-        columns = jets.fields([LABEL_FIELD, *BASELINES])[...]
+        tagger_fields = [f"{t}_{p}" for t in probability_taggers(jets.dtype.names)
+                         for p in ("pb", "pc", "pu")]
+        columns = jets.fields([LABEL_FIELD, *[b for b in BASELINES if b in jets.dtype.names],
+                               *tagger_fields])[...]
 
     labels = columns[LABEL_FIELD]
     counts = {f.name: int(np.count_nonzero(labels == f.label)) for f in ALL_FLAVOURS}
@@ -124,18 +157,11 @@ def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float]
     track_hists.plot(outdir / "track_inputs", f"{title}: track inputs (valid tracks)")
     ip_hists.plot(outdir / "ip_significance", f"{title}: impact-parameter significances")
 
-    by_tagger = {name: {f.name: columns[name][labels == f.label] for f in (LIGHT, CHARM, BOTTOM)}
-                 for name in BASELINES}
+    by_tagger = {name: {f.name: scores[labels == f.label] for f in (LIGHT, CHARM, BOTTOM)}
+                 for name, scores in baseline_scores(columns).items()}
     rejection_curves(by_tagger, outdir / "baselines_roc", f"{title}: baseline taggers")
-    baselines: dict[str, dict] = {}
-    for name, by_flav in by_tagger.items():
-        baselines[name] = {}
-        for wp in working_points:
-            cut = roc.cut_for_efficiency(by_flav["bottom"], wp)
-            baselines[name][f"{round(wp * 100)}"] = {
-                "light_rejection": roc.rejection(by_flav["light"], cut)[0],
-                "c_rejection": roc.rejection(by_flav["charm"], cut)[0],
-            }
+    baselines = {name: roc.performance(by_flav, working_points)
+                 for name, by_flav in by_tagger.items()}
 
     n_all = sum(counts.values())
     summary = {

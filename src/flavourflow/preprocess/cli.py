@@ -19,6 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="tracks per jet kept (default: all the dump has)")
     p.add_argument("--log-variables", nargs="*", default=[],
                    help="inputs fed as their natural log (named log_<variable>)")
+    p.add_argument("--log1p-variables", nargs="*", default=[],
+                   help="inputs fed as log(1 + x) (named log1p_<variable>)")
     p.add_argument("--resampling", type=json.loads, default={},
                    help='JSON, e.g. {"method": "pdf", "target": "bottom"}')
     p.add_argument("--fractions", type=json.loads, default={"train": 0.7, "val": 0.15,
@@ -38,7 +40,8 @@ def main(args: argparse.Namespace) -> int:
         variables=args.variables, fractions=args.fractions, split_seed=args.split_seed,
         shuffle_seed=args.shuffle_seed, block_size=args.block_size, model_name=args.model,
         track_variables=args.track_variables, max_tracks=args.max_tracks,
-        log_variables=args.log_variables, resampling=settings_from(args.resampling),
+        log_variables=args.log_variables, log1p_variables=args.log1p_variables,
+        resampling=settings_from(args.resampling),
         plots=not args.no_plots,
     )
     core.run(args.input, args.outdir, settings)

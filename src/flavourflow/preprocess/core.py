@@ -70,6 +70,7 @@ class Settings:
     track_variables: Sequence[str] = ()
     max_tracks: int | None = None
     log_variables: Sequence[str] = ()
+    log1p_variables: Sequence[str] = ()
     resampling: Resampling = field(default_factory=Resampling)
     plots: bool = True
 
@@ -137,13 +138,19 @@ def run(source: Path, outdir: Path, settings: Settings) -> dict:
     """Write ``<split>_<group>.npy`` memmaps, ``variables.json`` and the kinematics plots
     under ``outdir``; return the variables.json content."""
     t0 = time.perf_counter()
-    jet_vars = [inputs.variable(n, n in settings.log_variables) for n in settings.variables]
-    trk_vars = [inputs.variable(n, n in settings.log_variables)
-                for n in settings.track_variables]
-    unknown = set(settings.log_variables) - {*settings.variables, *settings.track_variables}
-    if unknown:
-        raise FlavourflowError(f"log variables {sorted(unknown)} are not inputs of the model",
-                               field="log_variables")
+    transforms = {"log_variables": "log", "log1p_variables": "log1p"}
+    chosen: dict[str, str] = {}
+    for key, transform in transforms.items():
+        names = set(getattr(settings, key))
+        unknown = names - {*settings.variables, *settings.track_variables}
+        if unknown:
+            raise FlavourflowError(f"{sorted(unknown)} are not inputs of the model", field=key)
+        if names & set(chosen):
+            raise FlavourflowError(f"{sorted(names & set(chosen))} have two transforms",
+                                   field=key)
+        chosen.update(dict.fromkeys(names, transform))
+    jet_vars = [inputs.variable(n, chosen.get(n)) for n in settings.variables]
+    trk_vars = [inputs.variable(n, chosen.get(n)) for n in settings.track_variables]
     if not jet_vars and not trk_vars:
         raise FlavourflowError("the model has no inputs", field="jet_variables")
     has_tracks = bool(trk_vars)

@@ -20,6 +20,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="JSON object: the model's `training` config entry (epochs, batch_size,"
                         " learning_rate, seed, lr_schedule, early_stopping, mixed_precision,"
                         " loader_workers); the options below override it")
+    p.add_argument("--threads", type=int, default=None,
+                   help="TensorFlow CPU threads (default: all cores)")
+    p.add_argument("--record", type=json.loads, default={},
+                   help="JSON object: the resolved config recorded in training.json")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--learning-rate", type=float, default=None)
@@ -40,5 +44,6 @@ def main(args: argparse.Namespace) -> int:
         raise FlavourflowError(f"unknown training setting; known: {sorted(known)}",
                                field=f"training.{key}")
     settings = core.Settings(architecture=args.architecture, options=args.options, **cfg)
-    core.run(args.preprocessed, args.model, args.history, args.info, settings)
+    core.run(args.preprocessed, args.model, args.history, args.info, settings,
+             threads=args.threads, config=args.record)
     return 0

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from flavourflow import __version__
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.outputs import atomic_path, write_json
@@ -160,12 +162,21 @@ class _Checkpoints:
 
 
 def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
-        settings: Settings) -> dict:
-    """Train on ``preprocessed`` (a preprocess output folder); write model, history, info."""
+        settings: Settings, *, threads: int | None = None,
+        config: dict | None = None) -> dict:
+    """Train on ``preprocessed`` (a preprocess output folder); write model, history, info.
+
+    ``threads`` caps TensorFlow's CPU threads (the job's share of a node); ``config`` is the
+    resolved configuration recorded in training.json next to the model.
+    """
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
 
     import flavourflow.export.layers  # noqa: F401  (registers MaskedSum for loading)
     import flavourflow.train.layers  # noqa: F401  (registers PerTrack for resuming)
@@ -275,6 +286,8 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
 
     info = {
         "settings": settings.as_dict(),
+        "config": config or {},
+        "threads": threads,
         "seed": settings.seed,
         "n_jets": {"train": n_train, "val": len(val["y"])},
         "inputs": {name: [v["name"] for v in node["variables"]]
@@ -291,7 +304,9 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
         "jets_per_second": [n_train / t if t > 0 else None for t in state["train_seconds"]],
         "learning_rates": [r["learning_rate"] for r in rows],
         "versions": {"flavourflow": __version__, "keras": keras.__version__,
-                     "tensorflow": tf.__version__, "python": platform.python_version()},
+                     "tensorflow": tf.__version__, "numpy": np.__version__,
+                     "python": platform.python_version(),
+                     "cuda": tf.sysconfig.get_build_info().get("cuda_version")},
         "classes": classes,
     }
     write_json(info_out, info)

@@ -1,0 +1,68 @@
+"""The compare stage: models and baselines on the same test jets, from evaluate's scores.h5."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from test_dump import run_cli
+
+from flavourflow.compare import core
+from flavourflow.core import roc
+from flavourflow.core.errors import FlavourflowError
+from flavourflow.core.flavours import LABEL_FIELD
+
+N = 3000
+
+
+def write_scores(path: Path, d_b: np.ndarray, seed: int = 0, n: int = N) -> Path:
+    """A scores.h5 as evaluate writes it (the columns compare reads)."""
+    rng = np.random.default_rng(seed)
+    labels = np.array([0, 4, 5])[np.arange(n) % 3]
+    jets = np.zeros(n, dtype=[("eventNumber", "i8"), ("jetIndex", "i4"), (LABEL_FIELD, "i4"),
+                              ("ip2d_llr", "f4"), ("sv_sig", "f4"), ("D_b", "f4")])
+    jets["eventNumber"], jets["jetIndex"] = np.arange(n) // 2, np.arange(n) % 2
+    jets[LABEL_FIELD] = labels
+    jets["ip2d_llr"] = rng.normal(labels / 5.0, 1.0)
+    jets["sv_sig"] = rng.normal(0.0, 1.0, n)  # no separation at all
+    jets["D_b"] = d_b[:n]
+    with h5py.File(path, "w") as f:
+        f.create_dataset("jets", data=jets)
+    return path
+
+
+def test_models_and_baselines_side_by_side(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    labels = np.array([0, 4, 5])[np.arange(N) % 3]
+    good = write_scores(tmp_path / "good.h5", rng.normal(2.0 * labels / 5.0, 1.0))
+    weak = write_scores(tmp_path / "weak.h5", rng.normal(0.5 * labels / 5.0, 1.0))
+    out = tmp_path / "compare"
+    result = core.run({"good": good, "weak": weak}, ["ip2d_llr", "sv_sig"], out, [0.7], "t")
+    assert list(result["taggers"]) == ["good", "weak", "ip2d_llr", "sv_sig"]
+    assert result["n_jets"] == {"light": N // 3, "charm": N // 3, "bottom": N // 3}
+    rej = {name: entry["working_points"]["70"]["light_rejection"]
+           for name, entry in result["taggers"].items()}
+    assert rej["good"] > rej["ip2d_llr"] > rej["weak"] > 1.0
+    assert rej["sv_sig"] == pytest.approx(1 / 0.7, rel=0.15)  # random: rejection 1/eff
+    with h5py.File(good) as f:
+        jets = f["jets"][...]
+    b, light = jets["D_b"][jets[LABEL_FIELD] == 5], jets["D_b"][jets[LABEL_FIELD] == 0]
+    assert result["taggers"]["good"]["auc_b_vs_light"] == roc.auc(b, light)
+    assert json.loads((out / "metrics.json").read_text()) == result
+    table = (out / "rejections.md").read_text().splitlines()
+    assert len(table) == 2 + 4 and table[2].startswith("| good | ")
+    assert (out / "roc.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_models_scored_on_other_jets_are_refused(tmp_path: Path) -> None:
+    d_b = np.zeros(N)
+    a = write_scores(tmp_path / "a.h5", d_b)
+    shorter = write_scores(tmp_path / "b.h5", d_b, n=N - 1)
+    with pytest.raises(FlavourflowError, match="not the test jets of"):
+        core.run({"a": a, "b": shorter}, [], tmp_path / "out", [0.7], "t")
+    result = run_cli("compare", "--scores", f"a={a}", "b", "--outdir", str(tmp_path / "o"))
+    assert result.returncode == 1 and "--scores wants MODEL=PATH" in result.stderr
+    assert not (tmp_path / "o").exists()
