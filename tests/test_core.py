@@ -24,7 +24,7 @@ def test_split_depends_only_on_event_number_and_seed() -> None:
 
 
 def test_split_rejects_fractions_not_adding_to_one() -> None:
-    with pytest.raises(ValueError, match="add up to 1"):
+    with pytest.raises(FlavourflowError, match="add up to 1"):
         split.assign(np.arange(5), {"train": 0.5, "val": 0.2, "test": 0.2}, seed=1)
 
 

@@ -216,3 +216,15 @@ def test_learning_rate_schedules() -> None:
     rates = [train.learning_rate(cos, e) for e in range(5)]
     assert rates[0] == pytest.approx(0.5) and rates[1] == pytest.approx(1.0)
     assert rates[-1] == pytest.approx(0.1) and all(np.diff(rates[1:]) < 0)
+
+
+def test_an_option_the_architecture_lacks_is_refused() -> None:
+    from flavourflow.core.errors import FlavourflowError
+    from flavourflow.train import models
+
+    shapes = models.Shapes(n_jet=3)
+    with pytest.raises(FlavourflowError, match="dl1 has no option 'track_hidden'"):
+        models.build("dl1", {"track_hidden": [8]}, shapes, 3)
+    with pytest.raises(FlavourflowError, match="tutorial has no option 'hidden'"):
+        models.build("tutorial", {"hidden": [8]}, shapes, 3)
+    assert models.build("dl1", {"hidden": [8], "dropout": 0.1}, shapes, 3).count_params() > 0

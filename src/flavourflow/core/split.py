@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from flavourflow.core.errors import FlavourflowError
+
 SPLITS = ("train", "val", "test")
 
 
@@ -34,7 +36,8 @@ def assign(event_number: np.ndarray, fractions: Mapping[str, float], seed: int) 
     """Index into ``SPLITS`` (0 train, 1 val, 2 test) for each event number."""
     edges = np.cumsum([fractions[name] for name in SPLITS])
     if not np.isclose(edges[-1], 1.0):
-        raise ValueError(f"split fractions must add up to 1, got {dict(fractions)}")
+        raise FlavourflowError(f"fractions must add up to 1, got {dict(fractions)}",
+                               field="split")
     u = uniform_from_event(event_number, seed)
     return np.searchsorted(edges[:-1], u, side="right").astype(np.int8)
 

@@ -1,4 +1,5 @@
-"""Read flavourflow's generated ntuple (TTree `events`) into TDD jet and track blocks."""
+"""Read flavourflow's generated ntuple (`events`: an RNTuple as the generate stage writes it,
+or a TTree) into TDD jet and track blocks."""
 
 from __future__ import annotations
 

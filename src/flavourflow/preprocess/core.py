@@ -247,7 +247,8 @@ def run(source: Path, outdir: Path, settings: Settings) -> dict:
                 for idx, slots in shufflers[split].deal(len(rows)):
                     for stem in stems:
                         arrays[f"{split}_{stem}"][slots] = out[stem][idx]
-        assert all(s.complete() for s in shufflers.values())
+        if not all(s.complete() for s in shufflers.values()):
+            raise FlavourflowError("the shuffle did not place every row", path=source)
         t2 = time.perf_counter()
         _variances_ok(jet_moments, [v.name for v in jet_vars], source)
         _variances_ok(trk_moments, [v.name for v in trk_vars], source)

@@ -9,6 +9,7 @@ The output is a float32 softmax over the classes (also under mixed precision).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,7 +68,7 @@ def _softmax(x: Any, n_classes: int) -> Any:
                               name="probabilities")(x)
 
 
-def tutorial(shapes: Shapes, n_classes: int, **_: Any):
+def tutorial(shapes: Shapes, n_classes: int):
     """The tutorial network: the inputs straight into a softmax over the classes
     (a multinomial logistic regression on the baseline discriminants)."""
     import keras
@@ -77,7 +78,7 @@ def tutorial(shapes: Shapes, n_classes: int, **_: Any):
 
 
 def dl1(shapes: Shapes, n_classes: int, hidden: Sequence[int] = (64, 32),
-        activation: str = "relu", batch_norm: bool = False, dropout: float = 0.0, **_: Any):
+        activation: str = "relu", batch_norm: bool = False, dropout: float = 0.0):
     """A DL1-style MLP over jet-level inputs: dense blocks (optional batch norm and
     dropout), then a softmax."""
     import keras
@@ -89,7 +90,7 @@ def dl1(shapes: Shapes, n_classes: int, hidden: Sequence[int] = (64, 32),
 
 def dips(shapes: Shapes, n_classes: int, track_hidden: Sequence[int] = (64, 64, 32),
          hidden: Sequence[int] = (64, 32), activation: str = "relu", batch_norm: bool = False,
-         dropout: float = 0.0, fast: bool = False, **_: Any):
+         dropout: float = 0.0, fast: bool = False):
     """Deep sets over tracks (DIPS): the same network on every track, a sum over the valid
     tracks only (padded steps masked out), then a jet-level network and a softmax. Jet inputs,
     when the model has some, join the pooled track representation before the jet network.
@@ -133,6 +134,11 @@ def build(architecture: str, options: Mapping[str, Any], shapes: Shapes, n_class
             raise FlavourflowError(
                 f"architecture {architecture} {'needs' if needed else 'takes no'} {what}",
                 field=what)
+    known = set(inspect.signature(ARCHITECTURES[architecture]).parameters) - {
+        "shapes", "n_classes", "fast"}
+    for key in set(options) - known:
+        raise FlavourflowError(f"architecture {architecture} has no option {key!r}; it has "
+                               f"{sorted(known) or 'none'}", field=f"options.{key}")
     opts = dict(options)
     for key in ("hidden", "track_hidden"):
         if key in opts:
