@@ -16,7 +16,9 @@ the resampling: ``none`` for both, or ``pdf`` (ours: each flavour to the b-jets'
 density; UPP: its pdf method with the b-jets as target, in (pT, eta) bins as it needs a
 stored field; the two differ in detail, so this one compares like with nearly like).
 jets/s = labelled jets in the file / wall-clock seconds of the whole command (interpreter
-start included); peak RSS from ``wait4`` of each process.
+start included); peak RSS from ``wait4`` of each process, and its peak anonymous RSS
+(sampled from /proc: RSS less the file-backed pages of the memmaps being written, which the
+kernel writes back and reclaims; what must fit in RAM).
 
 ``--scale K [K ...]`` then runs ours once more on the file replicated K times (event numbers
 shifted) to show that its peak memory does not grow with the number of jets.
@@ -47,18 +49,38 @@ PT_BINS = [20e3, 30e3, 40e3, 60e3, 80e3, 100e3, 150e3, 250e3, 500e3, 1000e3]
 ETA_BINS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
 
 
-def timed(command: list[str], log: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of ``command`` run as a child process."""
+def _rss_anon_mb(pid: int) -> float:
+    """The process's anonymous resident memory (MB): RSS less file-backed pages, such as
+    those of memmaps being written, which the kernel writes back and reclaims at will."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def timed(command: list[str], log: Path) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in MB, peak anonymous RSS in MB, sampled every 20 ms) of
+    ``command`` run as a child process."""
     with open(log, "w") as stream:
         start = time.perf_counter()
         proc = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        anon = 0.0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            anon = max(anon, _rss_anon_mb(proc.pid))
+            time.sleep(0.02)
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"{command[0]} failed ({proc.returncode}); see {log}:\n"
                          + log.read_text()[-3000:])
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, anon
 
 
 def ours_command(source: Path, out: Path, method: str) -> list[str]:
@@ -151,6 +173,7 @@ def main() -> None:
         config = upp_config(args.input, tmp / "upp", args.method)
         times: dict[str, list[float]] = {"ours": [], "upp": []}
         rss: dict[str, list[float]] = {"ours": [], "upp": []}
+        anon: dict[str, list[float]] = {"ours": [], "upp": []}
         for r in range(args.repeats):
             for tool in ("ours", "upp"):
                 if tool == "ours":
@@ -158,11 +181,12 @@ def main() -> None:
                 else:
                     command = [args.upp, "--config", str(config), "--split", "all",
                                "--no-plot"]
-                wall, peak = timed(command, tmp / f"{tool}{r}.log")
+                wall, peak, peak_anon = timed(command, tmp / f"{tool}{r}.log")
                 times[tool].append(wall)
                 rss[tool].append(peak)
-                print(f"  run {r} {tool:4s}: {wall:6.2f} s, peak RSS {peak:6.0f} MB",
-                      flush=True)
+                anon[tool].append(peak_anon)
+                print(f"  run {r} {tool:4s}: {wall:6.2f} s, peak RSS {peak:6.0f} MB "
+                      f"(anonymous {peak_anon:6.0f} MB)", flush=True)
         print(f"\n{n_jets} labelled jets ({args.input}), jet inputs {len(JET_VARIABLES)}, "
               f"track inputs {len(TRACK_VARIABLES)}, resampling {args.method}, "
               f"median of {args.repeats}:")
@@ -171,16 +195,17 @@ def main() -> None:
             wall = statistics.median(times[tool])
             rate[tool] = n_jets / wall
             print(f"  {tool:4s}: {wall:6.2f} s  {rate[tool]:9.0f} jets/s  "
-                  f"peak RSS {max(rss[tool]):6.0f} MB")
+                  f"peak RSS {max(rss[tool]):6.0f} MB (anonymous {max(anon[tool]):6.0f} MB)")
         print(f"  jets/s ours / UPP = {rate['ours'] / rate['upp']:.2f}")
 
         for k in args.scale:
             big = tmp / f"replicated{k}.h5"
             replicate(args.input, big, k)
-            wall, peak = timed(ours_command(big, tmp / f"ours_x{k}", args.method),
-                               tmp / f"x{k}.log")
+            wall, peak, peak_anon = timed(ours_command(big, tmp / f"ours_x{k}", args.method),
+                                          tmp / f"x{k}.log")
             print(f"  ours on {k:2d}x the jets ({n_jets * k:8d}): {wall:6.2f} s "
-                  f"{n_jets * k / wall:9.0f} jets/s  peak RSS {peak:6.0f} MB")
+                  f"{n_jets * k / wall:9.0f} jets/s  peak RSS {peak:6.0f} MB "
+                  f"(anonymous {peak_anon:6.0f} MB)")
             big.unlink()
             for path in (tmp / f"ours_x{k}").glob("*.npy"):
                 path.unlink()

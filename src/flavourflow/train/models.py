@@ -134,8 +134,8 @@ def build(architecture: str, options: Mapping[str, Any], shapes: Shapes, n_class
             raise FlavourflowError(
                 f"architecture {architecture} {'needs' if needed else 'takes no'} {what}",
                 field=what)
-    known = set(inspect.signature(ARCHITECTURES[architecture]).parameters) - {
-        "shapes", "n_classes", "fast"}
+    parameters = set(inspect.signature(ARCHITECTURES[architecture]).parameters)
+    known = parameters - {"shapes", "n_classes", "fast"}
     for key in set(options) - known:
         raise FlavourflowError(f"architecture {architecture} has no option {key!r}; it has "
                                f"{sorted(known) or 'none'}", field=f"options.{key}")
@@ -143,6 +143,6 @@ def build(architecture: str, options: Mapping[str, Any], shapes: Shapes, n_class
     for key in ("hidden", "track_hidden"):
         if key in opts:
             opts[key] = tuple(opts[key])
-    if fast:
+    if fast and "fast" in parameters:  # only dips has a training-time variant
         opts["fast"] = True
     return ARCHITECTURES[architecture](shapes, n_classes, **opts)
