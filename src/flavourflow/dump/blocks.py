@@ -15,9 +15,10 @@ readers of ATLAS inputs flip it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -196,6 +197,31 @@ def check_type(array: ak.Array, path: Path | str, branch: str, depth: int,
     if not ok:
         raise FlavourflowError(f"branch has type {ak.type(array).content}, expected "
                                f"{expected}", path=path, field=branch)
+
+
+def iterate_checked(obj: Any, branches: list[str], step_size: int, path: Path | str,
+                    field: str, check: Callable[[ak.Array], None],
+                    on_first_failure: Callable[[], None] | None = None) -> Iterator[ak.Array]:
+    """``obj.iterate(branches)`` in blocks of ``step_size`` entries, ``check`` run on the first
+    block; a failed read (corrupt baskets or pages fail only when read) becomes a one-line
+    error naming ``field``, after ``on_first_failure`` (if the first block failed) had the
+    chance to name the culprit branch."""
+    iterator = obj.iterate(branches, step_size=step_size, library="ak")
+    first = True
+    while True:
+        try:
+            block = next(iterator)
+        except StopIteration:
+            return
+        except Exception as err:
+            if first and on_first_failure is not None:
+                on_first_failure()
+            raise FlavourflowError(f"cannot read events: {type(err).__name__}: {err}",
+                                   path=path, field=field) from None
+        if first:
+            check(block)
+            first = False
+        yield block
 
 
 def flat_index(counts: np.ndarray) -> np.ndarray:

@@ -185,20 +185,8 @@ class Reader:
 
     def blocks(self, step_size: int) -> Iterator[ak.Array]:
         branches = sorted({f.branch for f in self._fields() if f.branch in self.present})
-        iterator = self.obj.iterate(branches, step_size=step_size, library="ak")
-        first = True
-        while True:
-            try:
-                block = next(iterator)
-            except StopIteration:
-                return
-            except Exception as err:
-                raise FlavourflowError(f"cannot read events: {type(err).__name__}: {err}",
-                                       path=self.path, field=self.mapping.tree) from None
-            if first:
-                self._check(block)
-                first = False
-            yield block
+        yield from blocks.iterate_checked(self.obj, branches, step_size, self.path,
+                                          self.mapping.tree, self._check)
 
     def _check(self, block: ak.Array) -> None:
         """Detect flat vs jagged from jets.pt and check every branch's type against it."""

@@ -99,24 +99,15 @@ class Reader:
     def blocks(self, step_size: int) -> Iterator[ak.Array]:
         """Stream blocks of ``step_size`` events; the first block's types are checked."""
         branches = sorted({q.branch for q in self.quantities.values()})
-        iterator = self.obj.iterate(branches, step_size=step_size, library="ak")
-        first = True
-        while True:
-            try:
-                block = next(iterator)
-            except StopIteration:
-                return
-            except Exception as err:  # corrupt baskets or pages fail only when read
-                if first:
-                    self._find_unreadable(branches)
-                raise FlavourflowError(f"cannot read events: {type(err).__name__}: {err}",
-                                       path=self.path, field=self.storage) from None
-            if first:
-                for q in self.quantities.values():
-                    blocks.check_type(block[q.branch], self.path, q.branch, q.depth, q.kind,
-                                      q.record)
-                first = False
-            yield block
+
+        def check(block: ak.Array) -> None:
+            for q in self.quantities.values():
+                blocks.check_type(block[q.branch], self.path, q.branch, q.depth, q.kind,
+                                  q.record)
+
+        yield from blocks.iterate_checked(self.obj, branches, step_size, self.path,
+                                          self.storage, check,
+                                          lambda: self._find_unreadable(branches))
 
     def _find_unreadable(self, branches: list[str]) -> None:
         """Name the branch that cannot be read (an unsupported or broken type)."""
