@@ -45,7 +45,6 @@ def add_parser(subparsers) -> None:
         default=20000,
         help="test jets in the closure (plus, for sequence inputs, jets with 0 and T steps)",
     )
-
     parser.add_argument(
         "--min-jets",
         type=int,

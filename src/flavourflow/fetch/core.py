@@ -40,7 +40,7 @@ FATAL_ERRORS = {"ConfigNotFound", "ConfigLoadingError", "CannotAuthenticate", "A
 NOT_FOUND_ERRORS = {"DataIdentifierNotFound", "FileOrDirectoryNotFoundError"}
 
 
-class NotFoundError(Exception):
+class PermanentError(Exception):
     """The remote file does not exist, or access is refused: retrying cannot help."""
 
 
@@ -81,20 +81,20 @@ def storage_object(url: str, local_path: Path, prefix: Path):
 
 
 def _check_exists(obj, url: str) -> None:
-    """Raise NotFoundError for a missing file; other failures propagate (transient)."""
+    """Raise PermanentError for a missing or refused file; other failures propagate (transient)."""
     httpr = getattr(obj, "httpr", None)
     if httpr is not None:  # http(s): tell 404 from a 5xx, which the plugin does not
         with httpr(verb="HEAD") as response:
             status = response.status_code
         if status in (404, 410):
-            raise NotFoundError(f"not found on the server (HTTP {status})")
+            raise PermanentError(f"not found on the server (HTTP {status})")
         if status in (401, 403):  # credentials, not luck: a retry gets the same answer
-            raise NotFoundError(f"access refused by the server (HTTP {status})")
+            raise PermanentError(f"access refused by the server (HTTP {status})")
         if status != 200:
             raise ConnectionError(f"HTTP {status}")
         return
     if not obj.exists():
-        raise NotFoundError("not found on the server (no such file)")
+        raise PermanentError("not found on the server (no such file)")
 
 
 def _attempt(obj, url: str, local: Path) -> int:
@@ -147,7 +147,7 @@ def fetch(url: str, output: Path, checksum: dict[str, str] | None = None, retrie
                 break
             except FlavourflowError:
                 raise
-            except NotFoundError as err:
+            except PermanentError as err:
                 raise FlavourflowError(str(err), path=url) from None
             except Exception as err:
                 reason = " ".join(f"{type(err).__name__}: {err}".split())
