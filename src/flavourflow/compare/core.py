@@ -40,10 +40,6 @@ def _read(path: Path, columns: Sequence[str]) -> np.ndarray:
         raise FlavourflowError(f"cannot read scores: {err}", path=path) from None
 
 
-def by_flavour(values: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    return {f.name: values[labels == f.label] for f in CLASSES}
-
-
 def run(scores: Mapping[str, Path], baselines: Sequence[str], outdir: Path,
         working_points: Sequence[float], title: str) -> dict:
     """Compare the models' D_b (``scores``: model name -> scores.h5) and ``baselines``;
@@ -63,7 +59,7 @@ def run(scores: Mapping[str, Path], baselines: Sequence[str], outdir: Path,
         discriminants[name] = columns["D_b"]
     discriminants.update({name: reference[name] for name in baselines})
 
-    taggers = {name: by_flavour(values, labels) for name, values in discriminants.items()}
+    taggers = {name: roc.by_flavour(values, labels) for name, values in discriminants.items()}
     result = {
         "n_jets": {f.name: int(np.count_nonzero(labels == f.label)) for f in CLASSES},
         "models": list(scores),

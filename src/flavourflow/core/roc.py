@@ -6,6 +6,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from flavourflow.core.flavours import CLASSES
+
+
+def by_flavour(values: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """``values`` split by truth label into the classes (``{"light": ..., "charm": ...,
+    "bottom": ...}``), as :func:`performance` and the rejection plots take them."""
+    return {f.name: values[labels == f.label] for f in CLASSES}
+
 
 def b_discriminant(p_b: np.ndarray, p_c: np.ndarray, p_u: np.ndarray, f_c: float) -> np.ndarray:
     """D_b = ln(p_b / (f_c p_c + (1 - f_c) p_u)), the DL1 b-tagging discriminant."""

@@ -95,10 +95,6 @@ def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: f
     return n
 
 
-def _by_flavour(jets: np.ndarray, column: str) -> dict[str, np.ndarray]:
-    return {f.name: jets[column][jets[LABEL_FIELD] == f.label] for f in CLASSES}
-
-
 def metrics(scores: Path, working_points: Sequence[float]) -> dict:
     """Rejections at the working points and AUCs, for the network and the baselines."""
     with h5py.File(scores, "r") as f:
@@ -106,7 +102,7 @@ def metrics(scores: Path, working_points: Sequence[float]) -> dict:
     out: dict = {"n_jets": {fl.name: int(np.count_nonzero(jets[LABEL_FIELD] == fl.label))
                             for fl in CLASSES}, "taggers": {}}
     for tagger in ("D_b", *BASELINES):
-        flav = _by_flavour(jets, tagger)
+        flav = roc.by_flavour(jets[tagger], jets[LABEL_FIELD])
         if len(flav[BOTTOM.name]) == 0:
             raise FlavourflowError("no b jets in the test split", path=scores, field=LABEL_FIELD)
         entry = roc.performance(flav, working_points)
@@ -118,7 +114,8 @@ def plot_roc(scores: Path, stem: Path, title: str) -> None:
     """Light and c rejection vs b efficiency, network against baselines."""
     with h5py.File(scores, "r") as f:
         jets = f["jets"][...]
-    rejection_curves({"network" if tagger == "D_b" else tagger: _by_flavour(jets, tagger)
+    labels = jets[LABEL_FIELD]
+    rejection_curves({"network" if tagger == "D_b" else tagger: roc.by_flavour(jets[tagger], labels)
                       for tagger in ("D_b", *BASELINES)}, stem, title)
 
 

@@ -55,18 +55,18 @@ PT_A, PT_B = 0.012, 0.0004  # 1, 1/GeV
 ANGLE_A, ANGLE_B = 1e-4, 1.5e-3  # rad, rad GeV
 TAIL_FRACTION = 0.05
 TAIL_SCALE = 3.0
-#: Share of tracks that are fakes or products of hadronic interactions in the material: their
-#: impact parameters are unrelated to the particle's origin (uniform within FAKE_IP_RANGE mm).
+#: Share of tracks that are fakes: their impact parameters are unrelated to the particle's
+#: origin (uniform within FAKE_IP_RANGE mm).
 FAKE_FRACTION = 0.005
+FAKE_IP_RANGE = 3.0
 #: Resolution (mm; x, y, z) of the reconstructed primary vertex that impact parameters are
 #: measured from: one shift per event, common to all its tracks (ATLAS ttbar: ~15 um
 #: transverse with the beam-spot constraint, ~40 um along z).
 PV_RESOLUTION = np.array([0.015, 0.015, 0.040])
-FAKE_IP_RANGE = 3.0
 #: Hadronic interactions: radii (mm) of the beam pipe, the IBL and the next two pixel layers
-#: (secondaries from further out have too few pixel hits), the
-#: interaction probability per layer at normal incidence, the charged-hadron PDG ids that
-#: interact, and the secondaries' share of the parent momentum and angular spread.
+#: (secondaries from further out have too few pixel hits), the interaction probability per
+#: layer at normal incidence, the charged-hadron PDG ids that interact, and the secondaries'
+#: share of the parent momentum and angular spread.
 MATERIAL_RADII = (23.5, 33.25, 50.5, 88.5)
 INTERACTION_PROBABILITY = 0.006
 INTERACTING = (211, 321, 2212)
@@ -78,8 +78,21 @@ _PT_PRESELECT = 0.4  # GeV, truth: migration from below is negligible at 1% reso
 _ETA_PRESELECT = 2.7
 
 
+class _Columns:
+    """A dataclass of equal-length numpy columns: rows taken, tables concatenated."""
+
+    def take(self, index: np.ndarray):
+        """The rows at ``index`` (mask or indices), in that order."""
+        return type(self)(**{name: value[index] for name, value in vars(self).items()})
+
+
+def concatenate(a: _Columns, b: _Columns) -> _Columns:
+    """The rows of ``a`` then those of ``b`` (tables of one type)."""
+    return type(a)(**{k: np.concatenate([v, getattr(b, k)]) for k, v in vars(a).items()})
+
+
 @dataclass
-class Tracks:
+class Tracks(_Columns):
     """Reconstructed tracks of a batch, flat (GeV, mm); ``event`` is the event index."""
 
     event: np.ndarray
@@ -92,9 +105,6 @@ class Tracks:
     d0_sigma: np.ndarray
     z0_sin_theta_sigma: np.ndarray
 
-    def take(self, index: np.ndarray) -> Tracks:
-        """The tracks at ``index`` (mask or indices), in that order."""
-        return Tracks(**{name: value[index] for name, value in vars(self).items()})
 
 
 def ip_resolution(p: np.ndarray, sin_theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,9 +174,9 @@ def reconstruct(particles: Particles, charges: ChargeTable, rng: np.random.Gener
 
 
 @dataclass
-class _Candidates:
-    """Charged particles that may leave a track: production point relative to the true
-    primary vertex (mm), true direction and pT (GeV), charge, PDG id."""
+class _Candidates(_Columns):
+    """Charged particles that may leave a track: production point relative to the
+    reconstructed primary vertex (mm), true direction and pT (GeV), charge, PDG id."""
 
     event: np.ndarray
     x: np.ndarray
@@ -177,9 +187,6 @@ class _Candidates:
     phi: np.ndarray
     charge: np.ndarray
     pdg: np.ndarray
-
-    def take(self, index: np.ndarray) -> _Candidates:
-        return _Candidates(**{name: value[index] for name, value in vars(self).items()})
 
 
 def _preselected(cand: _Candidates) -> _Candidates:
@@ -235,9 +242,7 @@ def interact(cand: _Candidates, rng: np.random.Generator) -> _Candidates:
         pdg=np.full(m, 211))
     lost = np.zeros(n, dtype=bool)
     lost[parents] = layer[parents] < 2  # no hits left in the IBL and the B-layer
-    kept = cand.take(~lost)
-    return _Candidates(**{name: np.concatenate([getattr(kept, name), getattr(secondaries, name)])
-                          for name in vars(kept)})
+    return concatenate(cand.take(~lost), secondaries)
 
 
 def _selected(tracks: Tracks) -> Tracks:
@@ -264,8 +269,3 @@ def pileup(n_events: int, mean_tracks: float, rng: np.random.Generator) -> Track
     z0st = dz * sin_theta + sigma_z0st * rng.standard_normal(n)
     charge = rng.choice(np.array([-1.0, 1.0]), n)
     return _selected(Tracks(event, pt, eta, phi, charge, d0, z0st, sigma_d0, sigma_z0st))
-
-
-def concatenate(a: Tracks, b: Tracks) -> Tracks:
-    """The tracks of ``a`` then those of ``b``."""
-    return Tracks(**{k: np.concatenate([v, getattr(b, k)]) for k, v in vars(a).items()})

@@ -25,7 +25,6 @@ from flavourflow.core.flavours import (
     ALL_FLAVOURS,
     BASELINES,
     BOTTOM,
-    CHARM,
     DEFAULT_FC,
     LABEL_FIELD,
     LIGHT,
@@ -157,7 +156,7 @@ def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float]
     track_hists.plot(outdir / "track_inputs", f"{title}: track inputs (valid tracks)")
     ip_hists.plot(outdir / "ip_significance", f"{title}: impact-parameter significances")
 
-    by_tagger = {name: {f.name: scores[labels == f.label] for f in (LIGHT, CHARM, BOTTOM)}
+    by_tagger = {name: roc.by_flavour(scores, labels)
                  for name, scores in baseline_scores(columns).items()}
     rejection_curves(by_tagger, outdir / "baselines_roc", f"{title}: baseline taggers")
     baselines = {name: roc.performance(by_flav, working_points)
