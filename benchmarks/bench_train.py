@@ -1,18 +1,23 @@
 """Benchmark of training from the preprocess memmaps against in-memory numpy arrays.
 
     .venv/bin/python benchmarks/bench_train.py --preprocessed results/preprocess/dips \
-        --architecture dips [--epochs 4] [--batch-size 256] [--repeats 2]
+        --architecture dips [--epochs 4] [--batch-size 256] [--repeats 2] [--rounds 6]
 
-Each measurement is a separate process (so that peak RSS is its own), run alternately
-(memmap, numpy, memmap, ...): the same model (``models.build`` with the same options and
-seed), the same batch size, optimizer and loss, on the same training split; only the data
-source differs. ``memmap``: the stage's loader (:func:`flavourflow.train.data.make_loader`,
-contiguous batches read from the `.npy` memmaps, batch order per epoch); ``numpy``: the
-arrays loaded whole into memory and given to ``model.fit`` (Keras' array adapter, shuffled
-per epoch). jets/s per epoch = training jets / time from the epoch's start to its last
-batch (validation excluded); the first epoch (tracing) is reported but left out of the
-median. ``--stage`` also times the train stage itself (``train.core.run``: the memmap
-loader plus per-epoch checkpoints, learning-rate schedule and records).
+The same model (``models.build`` with the same options and seed), batch size, optimizer and
+loss, on the same training split; only the data source differs. ``memmap``: the stage's input
+pipeline (:func:`flavourflow.train.data.make_dataset`, contiguous batches read by tf.data from
+the `.npy` files, batch order per epoch); ``numpy``: the arrays loaded whole into memory and
+given to ``model.fit`` (Keras' array adapter, shuffled per epoch). jets/s of an epoch =
+training jets / time from the epoch's start to its last batch (validation excluded).
+
+Two measurements, because this kind of machine drifts by tens of percent within minutes:
+- side by side: one process, one model, epochs alternating between the two sources
+  (``--rounds`` of each, the first left out: tracing); the ratio is the median of the
+  per-round ratios;
+- separate processes (memmap, numpy, memmap, ...; ``--repeats`` of each) for each source's
+  own peak RSS and jets/s per epoch (the first epoch left out of the median).
+``--stage`` also times the train stage itself (``train.core.run``: the pipeline plus per-epoch
+checkpoints, learning-rate schedule and records).
 """
 
 from __future__ import annotations
@@ -66,8 +71,6 @@ def worker(args: argparse.Namespace) -> None:
 
     class Timer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            if args.mode == "memmap":
-                loader.set_epoch(epoch)
             self.start = self.last = time.perf_counter()
 
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -76,24 +79,41 @@ def worker(args: argparse.Namespace) -> None:
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             seconds.append(self.last - self.start)
 
-    if args.mode == "memmap":
-        loader = data.make_loader(train, args.batch_size, 1)
-        model.fit(loader, epochs=args.epochs, shuffle=False, callbacks=[Timer()], verbose=0)
-    else:
+    steps = train.num_batches(args.batch_size)
+    arrays: tuple = ()
+    if args.mode != "memmap":
         x = [np.load(pre / f"train_{n}.npy") for n in names]  # whole arrays, in memory
-        y = np.load(pre / "train_labels.npy").astype(np.int32)
-        w = np.load(pre / "train_weights.npy")
-        model.fit(x if len(x) > 1 else x[0], y, sample_weight=w, batch_size=args.batch_size,
-                  epochs=args.epochs, shuffle=True, callbacks=[Timer()], verbose=0)
-    n = len(train["y"])
+        arrays = (x if len(x) > 1 else x[0], np.load(pre / "train_labels.npy").astype(np.int32),
+                  np.load(pre / "train_weights.npy"))
+
+    def fit(source: str, first: int, epochs: int) -> None:
+        if source == "memmap":
+            batches = data.make_dataset(train, args.batch_size, 1, first, epochs)
+            model.fit(batches, epochs=epochs, initial_epoch=first, steps_per_epoch=steps,
+                      callbacks=[Timer()], verbose=0)
+        else:
+            model.fit(arrays[0], arrays[1], sample_weight=arrays[2],
+                      batch_size=args.batch_size, epochs=epochs, initial_epoch=first,
+                      shuffle=True, callbacks=[Timer()], verbose=0)
+
+    n = len(train)
+    if args.mode == "alternate":
+        for r in range(args.rounds):
+            for source in ("memmap", "numpy"):
+                fit(source, r, r + 1)
+        rates = [n / s for s in seconds]
+        print(json.dumps({"memmap": rates[0::2], "numpy": rates[1::2]}))
+        return
+    fit(args.mode, 0, args.epochs)
     print(json.dumps({"jets_per_second": [n / s for s in seconds]}))
 
 
-def measure(args: argparse.Namespace, mode: str) -> tuple[list[float], float]:
-    """(jets/s per epoch, peak RSS MB) of one worker process."""
+def measure(args: argparse.Namespace, mode: str) -> tuple[dict, float]:
+    """(what the worker printed, peak RSS MB) of one worker process."""
     command = [sys.executable, __file__, "--worker", mode, "--preprocessed",
                str(args.preprocessed), "--architecture", args.architecture, "--epochs",
-               str(args.epochs), "--batch-size", str(args.batch_size)]
+               str(args.epochs), "--batch-size", str(args.batch_size), "--rounds",
+               str(args.rounds)]
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -101,8 +121,7 @@ def measure(args: argparse.Namespace, mode: str) -> tuple[list[float], float]:
         text = out.read()
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"{mode} worker failed:\n{text}")
-    result = json.loads(text.strip().splitlines()[-1])
-    return result["jets_per_second"], usage.ru_maxrss / 1024
+    return json.loads(text.strip().splitlines()[-1]), usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -113,8 +132,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--stage", action="store_true", help="also time train.core.run")
-    parser.add_argument("--worker", choices=["memmap", "numpy", "stage"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["memmap", "numpy", "stage", "alternate"],
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.mode = args.worker
@@ -126,12 +147,19 @@ def main() -> None:
     gpus = tf.config.list_physical_devices("GPU")
     print(f"{args.architecture} on {args.preprocessed}, batch {args.batch_size}, "
           f"{args.epochs} epochs, device {'GPU' if gpus else 'CPU'}")
+    side, _ = measure(args, "alternate")
+    pairs = list(zip(side["memmap"], side["numpy"], strict=True))[1:]  # round 0: tracing
+    for r, (m, x) in enumerate(pairs, start=1):
+        print(f"  side by side, round {r}: memmap {m:8.0f}, numpy {x:8.0f} jets/s, "
+              f"ratio {m / x:.2f}", flush=True)
+    side_ratio = statistics.median(m / x for m, x in pairs)
     modes = ["memmap", "numpy", *(["stage"] if args.stage else [])]
     rates: dict[str, list[float]] = {m: [] for m in modes}
     peaks: dict[str, float] = dict.fromkeys(modes, 0.0)
     for r in range(args.repeats):
         for mode in modes:
-            per_epoch, peak = measure(args, mode)
+            result, peak = measure(args, mode)
+            per_epoch = result["jets_per_second"]
             rates[mode] += per_epoch[1:]  # epoch 0 includes tracing
             peaks[mode] = max(peaks[mode], peak)
             print(f"  run {r} {mode:6s}: jets/s per epoch "
@@ -141,7 +169,8 @@ def main() -> None:
     for mode in modes:
         print(f"  {mode:6s}: median {median[mode]:8.0f} jets/s (epochs after the first), "
               f"peak RSS {peaks[mode]:6.0f} MB")
-    print(f"  memmap / numpy = {median['memmap'] / median['numpy']:.2f}")
+    print(f"  separate processes: memmap / numpy = {median['memmap'] / median['numpy']:.2f}")
+    print(f"  side by side:       memmap / numpy = {side_ratio:.2f} (goal >= 0.9)")
 
 
 if __name__ == "__main__":

@@ -194,20 +194,59 @@ def test_sample_weights_reach_the_loss(preprocessed: Path, tmp_path: Path) -> No
     assert _same(_weights(tmp_path / "zero/model.keras"), fresh.get_weights())
 
 
-def test_loader_reads_contiguous_batches_in_an_epoch_order(tmp_path: Path) -> None:
-    arrays = {"x": [np.arange(20.0)[:, None]], "y": np.arange(20) % 3, "w": np.ones(20)}
-    loader = data.make_loader(arrays, batch_size=6, seed=1)
-    seen = {}
-    for epoch in (0, 1, 0):
-        loader.set_epoch(epoch)
-        batches = [loader[i] for i in range(len(loader))]
-        starts = [int(x[0, 0]) for x, _, _ in batches]
-        assert sorted(starts) == [0, 6, 12, 18]
-        assert all(np.array_equal(x[:, 0], np.arange(s, s + len(x))) for (x, _, _), s
-                   in zip(batches, starts, strict=True))
-        seen.setdefault(epoch, starts)
-        assert seen[epoch] == starts  # the order is a function of (seed, epoch)
-    assert seen[0] != seen[1]
+def _write_split(directory: Path, n: int) -> data.Split:
+    np.save(directory / "train_jets.npy", (np.arange(n)[:, None] * [1, -1]).astype(np.float32))
+    np.save(directory / "train_labels.npy", (np.arange(n) % 3).astype(np.int8))
+    np.save(directory / "train_weights.npy", np.arange(n, dtype=np.float32) / n)
+    return data.open_split(directory, "train", ["jets"])
+
+
+def _epochs(split: data.Split, batch_size: int, seed: int | None, first: int,
+            epochs: int) -> list[list[int]]:
+    """First row of each batch, per epoch; checks every batch is a run of whole rows."""
+    steps = split.num_batches(batch_size)
+    starts = []
+    for x, y, w in data.make_dataset(split, batch_size, seed, first, epochs):
+        x, y, w = x.numpy(), y.numpy(), w.numpy()
+        rows = np.arange(x[0, 0], x[0, 0] + len(x))
+        assert np.array_equal(x, rows[:, None] * [1, -1])
+        assert y.dtype == np.int32 and np.array_equal(y, rows % 3)
+        assert np.allclose(w, rows / len(split))
+        starts.append(int(x[0, 0]))
+    assert len(starts) == steps * (epochs - first)
+    return [starts[k:k + steps] for k in range(0, len(starts), steps)]
+
+
+def test_pipeline_reads_contiguous_batches_in_an_epoch_order(tmp_path: Path) -> None:
+    split = _write_split(tmp_path, 100)  # 16 batches of 6, then one of 4
+    orders = _epochs(split, 6, 1, 0, 3)
+    for order in orders:
+        assert sorted(order[:-1]) == list(range(0, 96, 6)) and order[-1] == 96
+    assert orders[0] != orders[1] != orders[2]
+    assert _epochs(split, 6, 1, 1, 3) == orders[1:]  # a resumed run sees the same batches
+    assert _epochs(split, 6, 2, 0, 1) != orders[:1]  # another seed, another order
+    assert _epochs(split, 6, None, 0, 1) == [list(range(0, 100, 6))]  # file order
+    assert _epochs(split, 100, 1, 0, 1) == [[0]]
+    assert _epochs(split, 200, 1, 0, 1) == [[0]]
+
+
+def test_pipeline_refuses_arrays_it_cannot_read(tmp_path: Path) -> None:
+    from flavourflow.core.errors import FlavourflowError
+
+    _write_split(tmp_path, 10)
+    np.save(tmp_path / "train_weights.npy", np.ones(10, dtype=">f8"))
+    with pytest.raises(FlavourflowError, match="train_weights.npy.*expected a C-ordered"):
+        data.open_split(tmp_path, "train", ["jets"])
+    np.save(tmp_path / "train_weights.npy", np.ones(9, dtype=np.float32))
+    with pytest.raises(FlavourflowError, match="different lengths"):
+        data.open_split(tmp_path, "train", ["jets"])
+    path = tmp_path / "train_labels.npy"
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(FlavourflowError, match="train_labels.npy.*shorter than its header"):
+        data.open_split(tmp_path, "train", ["jets"])
+    path.write_bytes(b"not an array")
+    with pytest.raises(FlavourflowError, match="train_labels.npy.*not a .npy array"):
+        data.open_split(tmp_path, "train", ["jets"])
 
 
 def test_learning_rate_schedules() -> None:

@@ -18,8 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="JSON object of architecture options")
     p.add_argument("--training", type=json.loads, default={},
                    help="JSON object: the model's `training` config entry (epochs, batch_size,"
-                        " learning_rate, seed, lr_schedule, early_stopping, mixed_precision,"
-                        " loader_workers); the options below override it")
+                        " learning_rate, seed, lr_schedule, early_stopping, mixed_precision);"
+                        " the options below override it")
     p.add_argument("--threads", type=int, default=None,
                    help="TensorFlow CPU threads (default: all cores)")
     p.add_argument("--record", type=json.loads, default={},

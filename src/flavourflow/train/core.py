@@ -53,7 +53,6 @@ class Settings:
     #: {"patience": epochs without val_loss improvement, "min_delta"}; empty: off
     early_stopping: Mapping[str, Any] = field(default_factory=dict)
     mixed_precision: bool = False
-    loader_workers: int = 1
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -187,10 +186,10 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
     names, shapes = _input_names(variables)
     train = data.open_split(preprocessed, "train", names)
     val = data.open_split(preprocessed, "val", names)
-    for array, want in zip(train["x"], _widths(shapes), strict=True):
-        if array.shape[1:] != want:
-            raise FlavourflowError(f"memmap rows are {array.shape[1:]}, variables.json says "
-                                   f"{want}", path=preprocessed, field="shape")
+    for member, want in zip(train.inputs, _widths(shapes), strict=True):
+        if member.row_shape != want:
+            raise FlavourflowError(f"memmap rows are {member.row_shape}, variables.json says "
+                                   f"{want}", path=member.path, field="shape")
 
     device = _device()
     precision = "float32"
@@ -204,11 +203,11 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
     keras.utils.set_random_seed(settings.seed)
     tf.config.experimental.enable_op_determinism()
 
-    n_train = len(train["y"])
+    n_train = len(train)
     checkpoints = _Checkpoints(
         model_out.parent / CHECKPOINT_DIR,
         _fingerprint(settings, variables_text,
-                     {"train": n_train, "val": len(val["y"])}),
+                     {"train": n_train, "val": len(val)}),
     )
     state = checkpoints.load()
     if state is None:
@@ -227,9 +226,9 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
             variable.assign(value)  # .keras files do not keep dropout's RNG state
         log.info("resuming from the checkpoint after epoch %d", state["epochs_done"])
 
-    train_loader = data.make_loader(train, settings.batch_size, settings.seed,
-                                    settings.loader_workers)
-    val_loader = data.make_loader(val, settings.batch_size, None, settings.loader_workers)
+    train_batches = data.make_dataset(train, settings.batch_size, settings.seed,
+                                      state["epochs_done"], settings.epochs)
+    val_batches = data.make_dataset(val, settings.batch_size, None)
     patience = int(settings.early_stopping.get("patience", 0))
     min_delta = float(settings.early_stopping.get("min_delta", 0.0))
 
@@ -237,7 +236,6 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
         """Learning rate, timing, history, early stopping and the checkpoint, per epoch."""
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            train_loader.set_epoch(epoch)
             self.model.optimizer.learning_rate.assign(learning_rate(settings, epoch))
             self.start = self.last_batch = time.perf_counter()
 
@@ -264,9 +262,10 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
             checkpoints.save(self.model, {**state, "best_improved": improved and patience > 0})
 
     if state["epochs_done"] < settings.epochs and not state["stopped_early"]:
-        model.fit(train_loader, validation_data=val_loader, epochs=settings.epochs,
+        # One dataset runs through all remaining epochs, each in its (seed, epoch) order.
+        model.fit(train_batches, validation_data=val_batches, epochs=settings.epochs,
                   initial_epoch=state["epochs_done"], callbacks=[Recorder()], verbose=2,
-                  shuffle=False)  # the loader orders the batches, from (seed, epoch)
+                  steps_per_epoch=train.num_batches(settings.batch_size))
     if patience and (checkpoints.dir / "best.weights.h5").is_file():
         model.load_weights(checkpoints.dir / "best.weights.h5")  # the best epoch's weights
 
@@ -289,7 +288,7 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
         "config": config or {},
         "threads": threads,
         "seed": settings.seed,
-        "n_jets": {"train": n_train, "val": len(val["y"])},
+        "n_jets": {"train": n_train, "val": len(val)},
         "inputs": {name: [v["name"] for v in node["variables"]]
                    for node in [*(variables.get("inputs") or []),
                                 *(variables.get("input_sequences") or [])]

@@ -1,69 +1,167 @@
-"""A Keras loader that reads contiguous batches from the `.npy` memmaps, never whole arrays.
+"""The training input pipeline: contiguous batches of the `.npy` memmaps, read by tf.data.
 
 The preprocess stage wrote every split in a uniformly shuffled order, so a batch can be a
-contiguous slice (one sequential read per memmap); only the order of the batches changes from
-epoch to epoch, drawn from (seed, epoch) so that a run resumed at epoch k sees the batches an
-uninterrupted run would.
+contiguous run of rows (one sequential read per file); only the order of the batches changes
+from epoch to epoch, drawn from (seed, epoch) so that a run resumed at epoch k sees the batches
+an uninterrupted run would.
+
+The files are read by TensorFlow's own fixed-length-record reader at the offsets of each batch
+in the `.npy` body, and decoded in the graph: no Python runs per batch, so streaming from disk
+keeps up with in-memory arrays (benchmarks/bench_train.py), and memory holds a few prefetched
+batches whatever the size of the split.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from flavourflow.core.errors import FlavourflowError
 
+#: dtypes of the preprocess outputs that the reader decodes (little-endian, as numpy writes).
+_DTYPES = ("<f4", "|b1", "|i1", "<i4", "<i8")
 
-def open_split(directory: Path, split: str, names: Sequence[str]) -> dict:
-    """Memory-map the inputs (``names``, in the model's input order), labels and weights of
-    one split (read-only, no pickle); all must have the same number of rows."""
-    arrays = {}
-    for name in [*names, "labels", "weights"]:
-        path = directory / f"{split}_{name}.npy"
-        if not path.is_file():
-            raise FlavourflowError("missing preprocessed array", path=path)
-        arrays[name] = np.load(path, mmap_mode="r", allow_pickle=False)
-    rows = {len(a) for a in arrays.values()}
+
+@dataclass(frozen=True)
+class Member:
+    """One `.npy` file of a split: where its rows start and what they hold."""
+
+    path: Path
+    header_bytes: int
+    rows: int
+    row_shape: tuple[int, ...]
+    dtype: np.dtype
+    #: bytes after the last row (none, as numpy writes them)
+    trailing_bytes: int = 0
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def _member(path: Path) -> Member:
+    """Read the `.npy` header of ``path`` (no pickle): shape, dtype and the body's offset."""
+    if not path.is_file():
+        raise FlavourflowError("missing preprocessed array", path=path)
+    with open(path, "rb") as stream:
+        try:
+            version = np.lib.format.read_magic(stream)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, fortran_order, dtype = read(stream)
+        except ValueError as err:
+            raise FlavourflowError(f"not a .npy array ({err})", path=path) from None
+        offset = stream.tell()
+    if fortran_order or dtype.str not in _DTYPES or not shape:
+        raise FlavourflowError(f"expected a C-ordered array of {_DTYPES}, found {dtype.str} "
+                               f"{shape}{' (Fortran order)' if fortran_order else ''}",
+                               path=path, field="dtype")
+    member = Member(path, offset, int(shape[0]), tuple(int(s) for s in shape[1:]), dtype)
+    trailing = path.stat().st_size - offset - member.rows * member.row_bytes
+    if trailing < 0:
+        raise FlavourflowError(f"file is shorter than its header's shape {shape}", path=path)
+    return Member(path, offset, member.rows, member.row_shape, dtype, trailing)
+
+
+@dataclass(frozen=True)
+class Split:
+    """The files of one split: the model inputs (in the model's input order), labels,
+    weights."""
+
+    inputs: tuple[Member, ...]
+    labels: Member
+    weights: Member
+
+    def __len__(self) -> int:
+        return self.labels.rows
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-len(self) // batch_size)
+
+
+def open_split(directory: Path, split: str, names: Sequence[str]) -> Split:
+    """The `.npy` files of ``split`` in ``directory``; all must have the same number of
+    rows."""
+    members = [_member(directory / f"{split}_{name}.npy") for name in [*names, "labels",
+                                                                        "weights"]]
+    rows = {m.rows for m in members}
     if len(rows) != 1:
         raise FlavourflowError(f"arrays of split {split} have different lengths {rows}",
                                path=directory)
-    return {"x": [arrays[n] for n in names], "y": arrays["labels"], "w": arrays["weights"]}
+    return Split(tuple(members[:-2]), members[-2], members[-1])
 
 
-def make_loader(arrays: dict, batch_size: int, seed: int | None, workers: int = 1):
-    """A ``keras.utils.PyDataset`` of contiguous batches ``(inputs, labels, weights)``; the
-    batch order is a permutation drawn from (``seed``, epoch) when ``seed`` is given (set the
-    epoch with ``set_epoch``), the file order otherwise."""
-    import keras
+#: Batches whose order is permuted together (a window of the epoch's sequence).
+WINDOW = 32
 
-    class MemmapBatches(keras.utils.PyDataset):
-        def __init__(self) -> None:
-            super().__init__(workers=workers, use_multiprocessing=False)
-            self.n = len(arrays["y"])
-            self.order = np.arange(self.num_batches)
-            self.set_epoch(0)
 
-        @property
-        def num_batches(self) -> int:
-            return -(-self.n // batch_size)
+def _stateless_seed(seed: int, *keys):
+    import tensorflow as tf
 
-        def set_epoch(self, epoch: int) -> None:
-            if seed is not None:
-                self.order = np.random.default_rng([seed, epoch]).permutation(self.num_batches)
+    key = tf.constant(0, tf.int64)
+    for k in keys:  # one int64 from several counters, for a [seed, key] stateless seed
+        key = key * 1_000_003 + tf.cast(k, tf.int64)
+    return tf.stack([tf.constant(seed, tf.int64), key])
 
-        def __len__(self) -> int:
-            return self.num_batches
 
-        def __getitem__(self, index: int):
-            start = int(self.order[index]) * batch_size
-            stop = min(start + batch_size, self.n)
-            x = tuple(np.asarray(a[start:stop]) for a in arrays["x"])
-            return (
-                x if len(x) > 1 else x[0],
-                np.asarray(arrays["y"][start:stop], dtype=np.int32),
-                np.asarray(arrays["w"][start:stop]),
-            )
+def make_dataset(split: Split, batch_size: int, seed: int | None, first_epoch: int = 0,
+                 epochs: int = 1):
+    """A ``tf.data.Dataset`` of ``(inputs, labels, weights)`` batches for epochs
+    ``first_epoch`` .. ``epochs - 1``, one after the other (give Keras ``steps_per_epoch =
+    split.num_batches(batch_size)``); labels as int32, inputs as stored.
 
-    return MemmapBatches()
+    Batch b holds rows [b * batch_size, (b + 1) * batch_size). With a ``seed``, each epoch
+    starts at a batch drawn from (seed, epoch), runs through the file (wrapping round) and
+    permutes the batches within windows of :data:`WINDOW`; the short last batch comes last.
+    Without one, the batches come in the file order.
+    """
+    import tensorflow as tf
+
+    n = len(split)
+    full = n // batch_size
+    members = [*split.inputs, split.labels, split.weights]
+
+    def records(first_row, rows, record_rows):
+        """rows [first_row, first_row + rows) of every file, record_rows rows per record."""
+        return tf.data.Dataset.zip(tuple(
+            tf.data.FixedLengthRecordDataset(
+                str(m.path), record_rows * m.row_bytes,
+                header_bytes=m.header_bytes + first_row * m.row_bytes,
+                footer_bytes=(n - first_row - rows) * m.row_bytes + m.trailing_bytes)
+            for m in members))
+
+    def decode(*records):
+        arrays = [tf.reshape(tf.io.decode_raw(r, tf.as_dtype(m.dtype)), (-1, *m.row_shape))
+                  for r, m in zip(records, members, strict=True)]
+        inputs = tuple(arrays[:-2])
+        return (inputs if len(inputs) > 1 else inputs[0], tf.cast(arrays[-2], tf.int32),
+                arrays[-1])
+
+    def epoch_batches(epoch):
+        start = tf.constant(0, tf.int64)
+        if seed is not None and full > 1:
+            start = tf.random.stateless_uniform((), _stateless_seed(seed, epoch), 0, full,
+                                                dtype=tf.int64)
+        rows = start * batch_size
+        whole = full * batch_size
+        batches = records(rows, whole - rows, batch_size).concatenate(
+            records(tf.constant(0, tf.int64), rows, batch_size)).map(decode)
+        if seed is not None:
+            def permute(window, group):
+                order = tf.random.experimental.stateless_shuffle(
+                    tf.range(tf.shape(group[1])[0]), _stateless_seed(seed, epoch, window))
+                return tf.nest.map_structure(lambda a: tf.gather(a, order), group)
+            batches = batches.batch(WINDOW).enumerate().map(permute).unbatch()
+        if n > whole:
+            batches = batches.concatenate(records(tf.constant(whole, tf.int64), n - whole,
+                                                  n - whole).map(decode))
+        return batches
+
+    steps = split.num_batches(batch_size) * max(0, epochs - first_epoch)
+    return (tf.data.Dataset.range(first_epoch, epochs)
+            .flat_map(epoch_batches)
+            .apply(tf.data.experimental.assert_cardinality(steps))  # Keras knows the end
+            .prefetch(tf.data.AUTOTUNE))
