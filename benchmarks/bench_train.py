@@ -90,7 +90,7 @@ def worker(args: argparse.Namespace) -> None:
         if source == "memmap":
             batches = data.make_dataset(train, args.batch_size, 1, first, epochs)
             model.fit(batches, epochs=epochs, initial_epoch=first, steps_per_epoch=steps,
-                      callbacks=[Timer()], verbose=0)
+                      shuffle=False, callbacks=[Timer()], verbose=0)
         else:
             model.fit(arrays[0], arrays[1], sample_weight=arrays[2],
                       batch_size=args.batch_size, epochs=epochs, initial_epoch=first,

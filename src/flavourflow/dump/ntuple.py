@@ -64,33 +64,44 @@ def _open_checked(path: Path):
     return tree
 
 
-def convert(events: ak.Array, selection: Selection, max_tracks: int):
-    """One block of events -> (jets, tracks) structured arrays of the selected jets
-    (see :func:`flavourflow.dump.blocks.build`)."""
+def convert(events: ak.Array, selection: Selection, max_tracks: int,
+            path: Path | str | None = None):
+    """One block of events (of ``path``) -> (jets, tracks) structured arrays of the selected
+    jets (see :func:`flavourflow.dump.blocks.build`). Works on the flat contents of the jagged
+    branches: the selection becomes a mask on jets and, repeated, on tracks."""
     n_jets = ak.to_numpy(ak.num(events["jet_pt"]))
-    pt = ak.to_numpy(ak.flatten(events["jet_pt"]))
-    eta = ak.to_numpy(ak.flatten(events["jet_eta"]))
+    pt = _flat(events, "jet_pt")
+    eta = _flat(events, "jet_eta")
     keep = selection.keep(pt, eta)
-    event_of_jet = np.repeat(np.arange(len(n_jets)), n_jets)[keep]
+    event_of_jet = np.repeat(np.arange(len(n_jets)), n_jets)
 
     def jets_of(name: str) -> np.ndarray:
-        return ak.to_numpy(ak.flatten(events[name]))[keep]
+        return _flat(events, name)[keep]
 
     jets = {
         "pt": pt[keep], "eta": eta[keep], "phi": jets_of("jet_phi"), "mass": jets_of("jet_m"),
-        "eventNumber": ak.to_numpy(events["eventNumber"])[event_of_jet],
-        "mcEventWeight": ak.to_numpy(events["mcEventWeight"])[event_of_jet],
-        "jetIndex": ak.to_numpy(ak.flatten(ak.local_index(events["jet_pt"])))[keep],
+        "eventNumber": ak.to_numpy(events["eventNumber"])[event_of_jet[keep]],
+        "mcEventWeight": ak.to_numpy(events["mcEventWeight"])[event_of_jet[keep]],
+        "jetIndex": (np.arange(len(pt)) - blocks.flat_index(n_jets)[event_of_jet])[keep],
         LABEL_FIELD: jets_of("jet_HadronConeExclTruthLabelID"),
         "HadronConeExclTruthLabelPt": jets_of("jet_truthHadron_pt"),
         "HadronConeExclTruthLabelLxy": jets_of("jet_truthHadron_Lxy"),
     }
-    per_jet = ak.flatten(events["jet_trk_pt"], axis=1)[keep]
-    counts = ak.to_numpy(ak.num(per_jet))
+    counts_all = ak.to_numpy(ak.flatten(ak.num(events[TRACK_BRANCHES[0]], axis=2)))
+    keep_track = np.repeat(keep, counts_all)
     tracks = {}
     for branch, name in zip(TRACK_BRANCHES, blocks.TRACK_INPUTS, strict=True):
-        tracks[name] = ak.to_numpy(ak.flatten(ak.flatten(events[branch], axis=1)[keep]))
-    return blocks.build(jets, counts, tracks, max_tracks)
+        values = _flat(events, branch)
+        if len(values) != len(keep_track):
+            raise FlavourflowError(f"{len(values)} values, {TRACK_BRANCHES[0]} has "
+                                   f"{len(keep_track)} tracks", path=path, field=branch)
+        tracks[name] = values[keep_track]
+    return blocks.build(jets, counts_all[keep], tracks, max_tracks)
+
+
+def _flat(events: ak.Array, name: str) -> np.ndarray:
+    """All values of a (jagged) branch, in order, as numpy."""
+    return ak.to_numpy(ak.flatten(events[name], axis=None))
 
 
 def iterate(path: Path, step_size: int) -> Iterator[ak.Array]:
@@ -132,7 +143,7 @@ class Reader:
 
     def convert(self, events: ak.Array, selection: Selection,
                 max_tracks: int) -> tuple[np.ndarray, np.ndarray]:
-        return convert(events, selection, max_tracks)
+        return convert(events, selection, max_tracks, self.path)
 
     def provenance(self) -> dict[str, object]:
         return {"schema": "flavourflow"}

@@ -45,20 +45,22 @@ def _pair_mass(a: tuple, b: tuple) -> np.ndarray:
     return np.sqrt(np.clip(s[3] ** 2 - s[0] ** 2 - s[1] ** 2 - s[2] ** 2, 0.0, None))
 
 
-def _candidates(tracks: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The first MAX_CANDIDATES displaced tracks of each jet, as [n_jets, K] arrays + mask."""
-    sig = np.where(tracks["valid"], tracks["IP3D_signed_d0_significance"], -np.inf)
-    order = np.argsort(-sig, axis=1, kind="stable")[:, :MAX_CANDIDATES]
-    picked = np.take_along_axis(tracks, order, axis=1)
-    mask = np.take_along_axis(sig, order, axis=1) > MIN_SIGNIFICANCE
-    if picked.shape[1] < MAX_CANDIDATES:  # fewer stored tracks than candidates: pad
-        pad = MAX_CANDIDATES - picked.shape[1]
-        picked = np.pad(picked, ((0, 0), (0, pad)))
-        mask = np.pad(mask, ((0, 0), (0, pad)))
-    columns = {name: np.nan_to_num(picked[name].astype(np.float64))
-               for name in ("pt", "eta", "phi", "d0", "z0SinTheta", "d0Uncertainty",
-                            "z0SinThetaUncertainty")}
-    columns["charge"] = picked["charge"].astype(np.float64)
+def _candidates(tracks: np.ndarray, some: np.ndarray, slot: np.ndarray,
+                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The candidates of the jets ``some``, as [len(some), MAX_CANDIDATES] arrays + mask;
+    ``slot`` [n_jets, max_tracks] is each track's place among its jet's candidates (1, 2, ...;
+    0 for others). Taken field by field: a jet's candidates are its first tracks above
+    MIN_SIGNIFICANCE, because the tracks are stored by descending |significance|."""
+    rows, cols = np.nonzero((slot[some] > 0) & (slot[some] <= MAX_CANDIDATES))
+    place = slot[some[rows], cols] - 1
+    mask = np.zeros((len(some), MAX_CANDIDATES), dtype=bool)
+    mask[rows, place] = True
+    columns = {}
+    for name in ("pt", "eta", "phi", "d0", "z0SinTheta", "d0Uncertainty",
+                 "z0SinThetaUncertainty", "charge"):
+        column = np.zeros((len(some), MAX_CANDIDATES))
+        column[rows, place] = np.nan_to_num(tracks[name][some[rows], cols].astype(np.float64))
+        columns[name] = column
     return columns, mask
 
 
@@ -68,22 +70,24 @@ def find(tracks: np.ndarray, jet_phi: np.ndarray) -> dict[str, np.ndarray]:
     Only jets with two or more candidate tracks can have a vertex: the others get the
     no-vertex values without the pair arithmetic (most jets, and most of the time)."""
     with np.errstate(invalid="ignore"):
-        n_candidates = (tracks["valid"] & (tracks["IP3D_signed_d0_significance"]
-                                           > MIN_SIGNIFICANCE)).sum(axis=1)
-    some = np.flatnonzero(n_candidates >= 2)
+        candidate = tracks["valid"] & (tracks["IP3D_signed_d0_significance"]
+                                       > MIN_SIGNIFICANCE)
+    slot = np.cumsum(candidate, axis=1, dtype=np.int32) * candidate
+    some = np.flatnonzero(slot.max(axis=1, initial=0) >= 2)
     out = {"sv_sig": np.zeros(len(tracks), np.float32),
            **{name: np.full(len(tracks), np.nan, np.float32)
               for name in ("sv_Lxy", "sv_mass", "sv_efrac")},
            "sv_ntrk": np.zeros(len(tracks), np.int32), "sv_n2trk": np.zeros(len(tracks), np.int32)}
     if len(some):
-        for name, values in _find(tracks[some], jet_phi[some]).items():
+        for name, values in _find(tracks, some, slot, jet_phi[some]).items():
             out[name][some] = values
     return out
 
 
-def _find(tracks: np.ndarray, jet_phi: np.ndarray) -> dict[str, np.ndarray]:
-    trk, mask = _candidates(tracks)
-    n = len(tracks)
+def _find(tracks: np.ndarray, some: np.ndarray, slot: np.ndarray,
+          jet_phi: np.ndarray) -> dict[str, np.ndarray]:
+    trk, mask = _candidates(tracks, some, slot)
+    n = len(some)
     # Only the pairs of two candidates, as flat arrays: (jet, first, second).
     jet, pair = np.nonzero(mask[:, _PAIRS[:, 0]] & mask[:, _PAIRS[:, 1]])
     i, j = _PAIRS[pair, 0], _PAIRS[pair, 1]
@@ -148,11 +152,9 @@ def _find(tracks: np.ndarray, jet_phi: np.ndarray) -> dict[str, np.ndarray]:
         total = [np.where(in_vertex, x, 0.0).sum(axis=1) for x in (px, py, pz, e)]
         mass = np.sqrt(np.clip(total[3] ** 2 - total[0] ** 2 - total[1] ** 2 - total[2] ** 2,
                                0.0, None))
-        rows, cols = np.nonzero(tracks["valid"])
-        valid = tracks[rows, cols]
-        _, _, _, e_valid = _four_momenta(valid["pt"].astype(np.float64),
-                                         valid["eta"].astype(np.float64),
-                                         valid["phi"].astype(np.float64), PION_MASS)
+        rows, cols = np.nonzero(tracks["valid"][some])
+        _, _, _, e_valid = (_four_momenta(*(tracks[name][some[rows], cols].astype(np.float64)
+                                            for name in ("pt", "eta", "phi")), PION_MASS))
         efrac = total[3] / np.bincount(rows, weights=e_valid, minlength=n)
 
     nan = np.nan

@@ -265,7 +265,8 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
         # One dataset runs through all remaining epochs, each in its (seed, epoch) order.
         model.fit(train_batches, validation_data=val_batches, epochs=settings.epochs,
                   initial_epoch=state["epochs_done"], callbacks=[Recorder()], verbose=2,
-                  steps_per_epoch=train.num_batches(settings.batch_size))
+                  steps_per_epoch=train.num_batches(settings.batch_size),
+                  shuffle=False)  # the pipeline orders the batches, from (seed, epoch)
     if patience and (checkpoints.dir / "best.weights.h5").is_file():
         model.load_weights(checkpoints.dir / "best.weights.h5")  # the best epoch's weights
 
