@@ -218,16 +218,18 @@ def _epochs(split: data.Split, batch_size: int, seed: int | None, first: int,
 
 
 def test_pipeline_reads_contiguous_batches_in_an_epoch_order(tmp_path: Path) -> None:
-    split = _write_split(tmp_path, 100)  # 16 batches of 6, then one of 4
+    n = 6 * (2 * data.WINDOW + 5) + 4  # two windows of batches of 6, five more, one of 4
+    split = _write_split(tmp_path, n)
     orders = _epochs(split, 6, 1, 0, 3)
     for order in orders:
-        assert sorted(order[:-1]) == list(range(0, 96, 6)) and order[-1] == 96
+        assert sorted(order[:-1]) == list(range(0, n - 4, 6)) and order[-1] == n - 4
     assert orders[0] != orders[1] != orders[2]
     assert _epochs(split, 6, 1, 1, 3) == orders[1:]  # a resumed run sees the same batches
     assert _epochs(split, 6, 2, 0, 1) != orders[:1]  # another seed, another order
-    assert _epochs(split, 6, None, 0, 1) == [list(range(0, 100, 6))]  # file order
-    assert _epochs(split, 100, 1, 0, 1) == [[0]]
-    assert _epochs(split, 200, 1, 0, 1) == [[0]]
+    assert _epochs(split, 6, None, 0, 1) == [list(range(0, n, 6))]  # file order
+    assert _epochs(split, 7, 1, 0, 1)[0][-1] == n - n % 7
+    assert _epochs(split, n, 1, 0, 1) == [[0]]
+    assert _epochs(split, 2 * n, 1, 0, 1) == [[0]]
 
 
 def test_pipeline_refuses_arrays_it_cannot_read(tmp_path: Path) -> None:

@@ -82,24 +82,22 @@ def run(
     """
     reader = open_reader(Path(source), fmt, mapping_file)
     n_events = 0
-    with atomic_path(output) as tmp, ThreadPoolExecutor(2, "dump") as pool:
+    with atomic_path(output) as tmp, ThreadPoolExecutor(1, "dump-read") as pool:
         writer = TDDWriter(tmp, compression)
         blocks = reader.blocks(step_size)
         reading: Future = pool.submit(next, blocks, None)
-        writing: Future | None = None
         try:
-            # Three stages overlap: the next block is read and the previous one written
-            # (uproot and HDF5 release the GIL) while this one is converted; at most three
-            # blocks are alive at once, whatever the file size.
+            # The next block is read (uproot's decompression releases the GIL) while this one
+            # is converted and written; at most two blocks are alive at once, whatever the
+            # file size. Writing stays in this thread: its (encoded) chunks are cheap to
+            # write, and its temporaries in a second thread fragmented the heap (resident
+            # memory crept up with the number of blocks).
             while (events := reading.result()) is not None:
                 reading = pool.submit(next, blocks, None)
                 n_events += len(events)
                 jets, tracks = reader.convert(events, selection, max_tracks)
-                if writing is not None:
-                    writing.result()
-                writing = pool.submit(writer.append, jets, tracks) if len(jets) else None
-            if writing is not None:
-                writing.result()
+                if len(jets):
+                    writer.append(jets, tracks)
             if writer.n == 0:
                 raise FlavourflowError(
                     f"no jet passes the selection (pt > {selection.pt_min} MeV, "
@@ -112,9 +110,7 @@ def run(
                 **reader.provenance(),
             )
         finally:
-            for pending in (reading, writing):  # never close the file under a running job
-                if pending is not None:
-                    wait([pending])
+            wait([reading])  # never close the file under a running read
             writer.close()
     log.info("dumped %d jets from %d events of %s", writer.n, n_events, source)
     return writer.n
