@@ -113,10 +113,9 @@ def make_dataset(split: Split, batch_size: int, seed: int | None, first_epoch: i
     ``first_epoch`` .. ``epochs - 1``, one after the other (give Keras ``steps_per_epoch =
     split.num_batches(batch_size)``); labels as int32, inputs as stored.
 
-    Batch b holds rows [b * batch_size, (b + 1) * batch_size); a window of :data:`WINDOW`
-    batches is read as one record per file. With a ``seed``, each epoch starts at a batch
-    drawn from (seed, epoch), runs through the file (wrapping round) and permutes the batches
-    within each window; the batches that fill no window and the short last batch come last.
+    Batch b holds rows [b * batch_size, (b + 1) * batch_size). With a ``seed``, each epoch
+    starts at a batch drawn from (seed, epoch), runs through the file (wrapping round) and
+    permutes the batches within windows of :data:`WINDOW`; the short last batch comes last.
     Without one, the batches come in the file order.
     """
     import tensorflow as tf
@@ -141,32 +140,21 @@ def make_dataset(split: Split, batch_size: int, seed: int | None, first_epoch: i
         return (inputs if len(inputs) > 1 else inputs[0], tf.cast(arrays[-2], tf.int32),
                 arrays[-1])
 
-    def segment(first, count):
-        """Batches [first, first + count): (windows of WINDOW batches, one record per file
-        each, shaped [WINDOW, batch, ...]; the batches left over, one record each)."""
-        windows = count // WINDOW
-        left = first + windows * WINDOW
-        return (records(first * batch_size, windows * WINDOW * batch_size,
-                        WINDOW * batch_size).map(decode).map(lambda *a: tf.nest.map_structure(
-                            lambda x: tf.reshape(x, (WINDOW, batch_size, *x.shape[1:])), a)),
-                records(left * batch_size, (first + count - left) * batch_size,
-                        batch_size).map(decode))
-
     def epoch_batches(epoch):
         start = tf.constant(0, tf.int64)
         if seed is not None and full > 1:
             start = tf.random.stateless_uniform((), _stateless_seed(seed, epoch), 0, full,
                                                 dtype=tf.int64)
-        after, before = segment(start, full - start), segment(tf.constant(0, tf.int64), start)
-        windows = after[0].concatenate(before[0])
+        rows = start * batch_size
+        whole = full * batch_size
+        batches = records(rows, whole - rows, batch_size).concatenate(
+            records(tf.constant(0, tf.int64), rows, batch_size)).map(decode)
         if seed is not None:
             def permute(window, group):
                 order = tf.random.experimental.stateless_shuffle(
-                    tf.range(WINDOW), _stateless_seed(seed, epoch, window))
+                    tf.range(tf.shape(group[1])[0]), _stateless_seed(seed, epoch, window))
                 return tf.nest.map_structure(lambda a: tf.gather(a, order), group)
-            windows = windows.enumerate().map(permute)
-        batches = windows.unbatch().concatenate(after[1]).concatenate(before[1])
-        whole = full * batch_size
+            batches = batches.batch(WINDOW).enumerate().map(permute).unbatch()
         if n > whole:
             batches = batches.concatenate(records(tf.constant(whole, tf.int64), n - whole,
                                                   n - whole).map(decode))
