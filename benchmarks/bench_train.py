@@ -79,7 +79,6 @@ def worker(args: argparse.Namespace) -> None:
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             seconds.append(self.last - self.start)
 
-    steps = train.num_batches(args.batch_size)
     arrays: tuple = ()
     if args.mode != "memmap":
         x = [np.load(pre / f"train_{n}.npy") for n in names]  # whole arrays, in memory
@@ -87,10 +86,11 @@ def worker(args: argparse.Namespace) -> None:
                   np.load(pre / "train_weights.npy"))
 
     def fit(source: str, first: int, epochs: int) -> None:
-        if source == "memmap":
-            batches = data.make_dataset(train, args.batch_size, 1, first, epochs)
-            model.fit(batches, epochs=epochs, initial_epoch=first, steps_per_epoch=steps,
-                      shuffle=False, callbacks=[Timer()], verbose=0)
+        if source == "memmap":  # as the stage does: one fit per epoch, on its batches
+            for epoch in range(first, epochs):
+                model.fit(data.make_dataset(train, args.batch_size, 1, epoch),
+                          epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
+                          callbacks=[Timer()], verbose=0)
         else:
             model.fit(arrays[0], arrays[1], sample_weight=arrays[2],
                       batch_size=args.batch_size, epochs=epochs, initial_epoch=first,

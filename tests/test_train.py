@@ -204,17 +204,19 @@ def _write_split(directory: Path, n: int) -> data.Split:
 def _epochs(split: data.Split, batch_size: int, seed: int | None, first: int,
             epochs: int) -> list[list[int]]:
     """First row of each batch, per epoch; checks every batch is a run of whole rows."""
-    steps = split.num_batches(batch_size)
-    starts = []
-    for x, y, w in data.make_dataset(split, batch_size, seed, first, epochs):
-        x, y, w = x.numpy(), y.numpy(), w.numpy()
-        rows = np.arange(x[0, 0], x[0, 0] + len(x))
-        assert np.array_equal(x, rows[:, None] * [1, -1])
-        assert y.dtype == np.int32 and np.array_equal(y, rows % 3)
-        assert np.allclose(w, rows / len(split))
-        starts.append(int(x[0, 0]))
-    assert len(starts) == steps * (epochs - first)
-    return [starts[k:k + steps] for k in range(0, len(starts), steps)]
+    orders = []
+    for epoch in range(first, epochs):
+        starts = []
+        for x, y, w in data.make_dataset(split, batch_size, seed, epoch):
+            x, y, w = x.numpy(), y.numpy(), w.numpy()
+            rows = np.arange(x[0, 0], x[0, 0] + len(x))
+            assert np.array_equal(x, rows[:, None] * [1, -1])
+            assert y.dtype == np.int32 and np.array_equal(y, rows % 3)
+            assert np.allclose(w, rows / len(split))
+            starts.append(int(x[0, 0]))
+        assert len(starts) == split.num_batches(batch_size)
+        orders.append(starts)
+    return orders
 
 
 def test_pipeline_reads_contiguous_batches_in_an_epoch_order(tmp_path: Path) -> None:

@@ -226,8 +226,6 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
             variable.assign(value)  # .keras files do not keep dropout's RNG state
         log.info("resuming from the checkpoint after epoch %d", state["epochs_done"])
 
-    train_batches = data.make_dataset(train, settings.batch_size, settings.seed,
-                                      state["epochs_done"], settings.epochs)
     val_batches = data.make_dataset(val, settings.batch_size, None)
     patience = int(settings.early_stopping.get("patience", 0))
     min_delta = float(settings.early_stopping.get("min_delta", 0.0))
@@ -261,12 +259,16 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
                 self.model.stop_training = True
             checkpoints.save(self.model, {**state, "best_improved": improved and patience > 0})
 
-    if state["epochs_done"] < settings.epochs and not state["stopped_early"]:
-        # One dataset runs through all remaining epochs, each in its (seed, epoch) order.
-        model.fit(train_batches, validation_data=val_batches, epochs=settings.epochs,
-                  initial_epoch=state["epochs_done"], callbacks=[Recorder()], verbose=2,
-                  steps_per_epoch=train.num_batches(settings.batch_size),
-                  shuffle=False)  # the pipeline orders the batches, from (seed, epoch)
+    # One fit per epoch, each on that epoch's batches (their order from (seed, epoch)).
+    while state["epochs_done"] < settings.epochs and not state["stopped_early"]:
+        epoch = state["epochs_done"]
+        log.info("epoch %d of %d", epoch + 1, settings.epochs)
+        model.fit(data.make_dataset(train, settings.batch_size, settings.seed, epoch),
+                  validation_data=val_batches, epochs=epoch + 1, initial_epoch=epoch,
+                  callbacks=[Recorder()], verbose=2, shuffle=False)
+        if state["epochs_done"] == epoch:
+            raise FlavourflowError(f"epoch {epoch} ended before its last batch",
+                                   path=preprocessed)
     if patience and (checkpoints.dir / "best.weights.h5").is_file():
         model.load_weights(checkpoints.dir / "best.weights.h5")  # the best epoch's weights
 
