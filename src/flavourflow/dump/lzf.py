@@ -76,7 +76,8 @@ def encode_chunks(tracks: np.ndarray, lengths: np.ndarray, jets_per_chunk: int,
     copies = -(-near // group)
     last_copy = (near - group * (copies - 1)) * row
     full_size = int(_copy_size(np.array(group * row)))
-    size = (literal_bytes + pieces + far * int(_copy_size(np.array(row)))
+    far_size = int(_copy_size(np.array(row)))
+    size = (literal_bytes + pieces + far * far_size
             + np.maximum(copies - 1, 0) * full_size
             + np.where(copies > 0, _copy_size(last_copy), 0))
     end = np.cumsum(size)
@@ -97,7 +98,7 @@ def encode_chunks(tracks: np.ndarray, lengths: np.ndarray, jets_per_chunk: int,
     k = np.arange(len(owner)) - np.repeat(np.cumsum(copies) - copies, copies)
     last = k == copies[owner] - 1
     _put_copies(out, control,
-                after[owner] + far[owner] * int(_copy_size(np.array(row))) + k * full_size,
+                after[owner] + far[owner] * far_size + k * full_size,
                 np.where(last, last_copy[owner], group * row), np.full(len(owner), row))
     out[~control] = raw[np.arange(width) < literal_rows[:, None]].reshape(-1)
 

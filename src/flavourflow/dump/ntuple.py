@@ -74,14 +74,15 @@ def convert(events: ak.Array, selection: Selection, max_tracks: int,
     eta = _flat(events, "jet_eta")
     keep = selection.keep(pt, eta)
     event_of_jet = np.repeat(np.arange(len(n_jets)), n_jets)
+    event = event_of_jet[keep]
 
     def jets_of(name: str) -> np.ndarray:
         return _flat(events, name)[keep]
 
     jets = {
         "pt": pt[keep], "eta": eta[keep], "phi": jets_of("jet_phi"), "mass": jets_of("jet_m"),
-        "eventNumber": ak.to_numpy(events["eventNumber"])[event_of_jet[keep]],
-        "mcEventWeight": ak.to_numpy(events["mcEventWeight"])[event_of_jet[keep]],
+        "eventNumber": ak.to_numpy(events["eventNumber"])[event],
+        "mcEventWeight": ak.to_numpy(events["mcEventWeight"])[event],
         "jetIndex": (np.arange(len(pt)) - blocks.flat_index(n_jets)[event_of_jet])[keep],
         LABEL_FIELD: jets_of("jet_HadronConeExclTruthLabelID"),
         "HadronConeExclTruthLabelPt": jets_of("jet_truthHadron_pt"),

@@ -51,8 +51,9 @@ def _candidates(tracks: np.ndarray, some: np.ndarray, slot: np.ndarray,
     ``slot`` [n_jets, max_tracks] is each track's place among its jet's candidates (1, 2, ...;
     0 for others). Taken field by field: a jet's candidates are its first tracks above
     MIN_SIGNIFICANCE, because the tracks are stored by descending |significance|."""
-    rows, cols = np.nonzero((slot[some] > 0) & (slot[some] <= MAX_CANDIDATES))
-    place = slot[some[rows], cols] - 1
+    slot = slot[some]
+    rows, cols = np.nonzero((slot > 0) & (slot <= MAX_CANDIDATES))
+    place = slot[rows, cols] - 1
     mask = np.zeros((len(some), MAX_CANDIDATES), dtype=bool)
     mask[rows, place] = True
     columns = {}

@@ -59,11 +59,12 @@ def _member(path: Path) -> Member:
         raise FlavourflowError(f"expected a C-ordered array of {_DTYPES}, found {dtype.str} "
                                f"{shape}{' (Fortran order)' if fortran_order else ''}",
                                path=path, field="dtype")
-    member = Member(path, offset, int(shape[0]), tuple(int(s) for s in shape[1:]), dtype)
-    trailing = path.stat().st_size - offset - member.rows * member.row_bytes
+    row_shape = tuple(int(s) for s in shape[1:])
+    body = int(shape[0]) * int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+    trailing = path.stat().st_size - offset - body
     if trailing < 0:
         raise FlavourflowError(f"file is shorter than its header's shape {shape}", path=path)
-    return Member(path, offset, member.rows, member.row_shape, dtype, trailing)
+    return Member(path, offset, int(shape[0]), row_shape, dtype, trailing)
 
 
 @dataclass(frozen=True)
