@@ -55,6 +55,7 @@ def child(args: argparse.Namespace) -> None:
 
     tree, branches = branches_of(args.input, args.format)
     jets = events = 0
+    args.output.unlink(missing_ok=True)  # as Snakemake removes a job's outputs before it runs
     t0 = time.perf_counter()
     if args.child == "read":
         source = uproot.open(args.input, array_cache=READ_CACHE)[tree]  # as the readers do

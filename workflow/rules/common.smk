@@ -113,7 +113,8 @@ def code(stage):
     files = []
     for package in ["core", *_STAGE_PACKAGES[stage]]:
         path = SRC / "flavourflow" / package  # a subpackage, or one module of another
-        files += [str(path)] if path.suffix == ".py" else sorted(map(str, path.glob("*.py")))
+        files += [str(path)] if path.suffix == ".py" else sorted(
+            str(f) for f in path.iterdir() if f.suffix in (".py", ".c"))
     return files
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import LABEL_FIELD
-from flavourflow.dump import taggers, vertexing
+from flavourflow.dump import kernels, taggers, vertexing
 
 JET_DTYPE = np.dtype([
     ("pt", "f4"), ("eta", "f4"), ("phi", "f4"), ("mass", "f4"),
@@ -131,6 +131,22 @@ def build(jets: Mapping[str, np.ndarray], counts: np.ndarray,
     out = filled(n, dtype)
     for name, values in jets.items():
         out[name] = values
+    out["n_tracks"] = counts
+    if kernels.available():
+        padded, baselines = kernels.build_tracks(
+            counts, out["pt"], out["eta"], out["phi"], [tracks[name] for name in TRACK_INPUTS],
+            max_tracks, TRACK_DTYPE, filled(1, TRACK_DTYPE))
+        for name, values in baselines.items():
+            out[name] = values
+        return out, padded
+    return out, _build_numpy(out, counts, tracks, max_tracks)
+
+
+def _build_numpy(out: np.ndarray, counts: np.ndarray, tracks: Mapping[str, np.ndarray],
+                 max_tracks: int) -> np.ndarray:
+    """The numpy reference of :func:`build` (and of the compiled kernel): fills the computed
+    jet fields of ``out``, returns the padded tracks."""
+    n = len(counts)
     jet_of = np.repeat(np.arange(n), counts)
     trk = {name: np.asarray(tracks[name], dtype=np.float64) for name in TRACK_INPUTS}
 
@@ -147,7 +163,6 @@ def build(jets: Mapping[str, np.ndarray], counts: np.ndarray,
         s_z0 = z0_sign * np.abs(trk["z0SinTheta"]) / trk["z0SinThetaUncertainty"]
         ptfrac = trk["pt"] / out["pt"].astype(np.float64)[jet_of]
 
-    out["n_tracks"] = counts
     out["ip2d_llr"] = taggers.ip2d_llr_flat(s_d0, jet_of, n)
 
     # Rank of each track inside its jet by descending |S_d0| (NaN last); jets stay in order.
@@ -176,7 +191,7 @@ def build(jets: Mapping[str, np.ndarray], counts: np.ndarray,
         kept.view(np.uint8).reshape(-1, row_bytes))
     for name, values in vertexing.find(padded, jet_phi).items():
         out[name] = values
-    return out, padded
+    return padded
 
 
 # --- branch type checks shared by the readers ------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.outputs import atomic_path
-from flavourflow.dump import ntuple
+from flavourflow.dump import kernels, ntuple
 from flavourflow.dump.blocks import Selection
 from flavourflow.dump.h5 import DEFAULT_COMPRESSION, TDDWriter
 
@@ -107,6 +107,7 @@ def run(
             writer.attrs(
                 source_files=[str(source)], selection=selection.as_dict(),
                 max_tracks=max_tracks, n_events=n_events, step_size=step_size,
+                kernels=kernels.IMPLEMENTATION,
                 **reader.provenance(),
             )
         finally:

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from flavourflow import __version__
-from flavourflow.dump import lzf
+from flavourflow.dump import kernels, lzf
 from flavourflow.dump.blocks import filled
 
 #: Elements per HDF5 chunk; a `tracks` chunk always holds whole jets.
@@ -39,10 +39,45 @@ def filter_options(compression: str, shuffle: bool = DEFAULT_SHUFFLE) -> dict[st
 
 def _valid_prefix(tracks: np.ndarray) -> np.ndarray:
     """Per jet, the number of rows before its padding (`valid` rows come first)."""
+    if kernels.available() and tracks.dtype.fields["valid"][0] == np.bool_:
+        return kernels.valid_prefix(tracks)
+    return _valid_prefix_numpy(tracks)
+
+
+def _valid_prefix_numpy(tracks: np.ndarray) -> np.ndarray:
     valid = tracks["valid"]
     if valid.shape[1] > 1 and (valid[:, 1:] & ~valid[:, :-1]).any():
         raise ValueError("a track row after a padding row: rows must be tracks, then padding")
     return valid.sum(axis=1)
+
+
+class ChunkAligned:
+    """Appends rows to a chunked dataset whole chunks at a time: the filter then compresses
+    each chunk once (an append that ends inside a chunk would have it read back, decompressed
+    and compressed again by the next). The rows short of a chunk wait for the next append or
+    for :meth:`close`."""
+
+    def __init__(self, dataset: h5py.Dataset) -> None:
+        self.dataset = dataset
+        self.rows = dataset.chunks[0]
+        self.pending = np.empty((0, *dataset.shape[1:]), dtype=dataset.dtype)
+
+    def append(self, block: np.ndarray) -> None:
+        if len(self.pending):
+            block = np.concatenate([self.pending, block])
+        whole = len(block) - len(block) % self.rows
+        if whole:
+            start = len(self.dataset)
+            self.dataset.resize(start + whole, axis=0)
+            self.dataset[start:] = block[:whole]
+        self.pending = block[whole:].copy()
+
+    def close(self) -> None:
+        if len(self.pending):
+            start = len(self.dataset)
+            self.dataset.resize(start + len(self.pending), axis=0)
+            self.dataset[start:] = self.pending
+            self.pending = self.pending[:0]
 
 
 class TDDWriter:
@@ -57,11 +92,19 @@ class TDDWriter:
         self.padding_encoder = padding_encoder and compression == "lzf" and not shuffle
         self.file = h5py.File(path, "w")
         self.n = 0
-        self.track_writer: lzf.ChunkWriter | None = None
+        self.writers: dict[str, ChunkAligned | lzf.ChunkWriter] = {}
 
-    def _dataset(self, name: str, block: np.ndarray) -> h5py.Dataset:
-        if name in self.file:
-            return self.file[name]
+    def _writer(self, name: str, block: np.ndarray) -> ChunkAligned | lzf.ChunkWriter:
+        if name not in self.writers:
+            ds = self._create(name, block)
+            if name == "tracks" and self.padding_encoder and lzf.supported(
+                    block.dtype.itemsize):
+                self.writers[name] = lzf.ChunkWriter(ds, filled(1, block.dtype))
+            else:
+                self.writers[name] = ChunkAligned(ds)
+        return self.writers[name]
+
+    def _create(self, name: str, block: np.ndarray) -> h5py.Dataset:
         return self.file.create_dataset(
             name,
             shape=(0, *block.shape[1:]),
@@ -75,15 +118,11 @@ class TDDWriter:
         """Append a block of jets (and their tracks, same number of rows)."""
         blocks = {"jets": jets} if tracks is None else {"jets": jets, "tracks": tracks}
         for name, block in blocks.items():
-            ds = self._dataset(name, block)
-            if name == "tracks" and self.padding_encoder and lzf.supported(
-                    block.dtype.itemsize):
-                if self.track_writer is None:
-                    self.track_writer = lzf.ChunkWriter(ds, filled(1, block.dtype))
-                self.track_writer.append(block, _valid_prefix(block))
-                continue
-            ds.resize(self.n + len(block), axis=0)
-            ds[self.n :] = block
+            writer = self._writer(name, block)
+            if isinstance(writer, lzf.ChunkWriter):
+                writer.append(block, _valid_prefix(block))
+            else:
+                writer.append(block)
         self.n += len(jets)
 
     def attrs(self, **attrs: Any) -> None:
@@ -95,6 +134,6 @@ class TDDWriter:
             self.file.attrs[key] = value if is_scalar else json.dumps(value)
 
     def close(self) -> None:
-        if self.track_writer is not None:
-            self.track_writer.close()
+        for writer in self.writers.values():
+            writer.close()
         self.file.close()

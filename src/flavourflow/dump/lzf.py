@@ -20,6 +20,8 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
+from flavourflow.dump import kernels
+
 MAX_DISTANCE = 8192
 MAX_COPY = 264
 MAX_LITERALS = 32
@@ -56,6 +58,16 @@ def encode_chunks(tracks: np.ndarray, lengths: np.ndarray, jets_per_chunk: int,
     if not supported(row) or n_jets % jets_per_chunk:
         raise ValueError(f"cannot encode {n_jets} jets of rows of {row} bytes in chunks of "
                          f"{jets_per_chunk} jets")
+    if kernels.available():
+        return kernels.lzf_encode(tracks, lengths, jets_per_chunk)
+    return encode_chunks_numpy(tracks, lengths, jets_per_chunk)
+
+
+def encode_chunks_numpy(tracks: np.ndarray, lengths: np.ndarray, jets_per_chunk: int,
+                        ) -> list[bytes | None]:
+    """The numpy reference of :func:`encode_chunks` (and of its compiled kernel)."""
+    n_jets, width = tracks.shape
+    row = tracks.dtype.itemsize
     raw = np.ascontiguousarray(tracks).view(np.uint8).reshape(n_jets, width, row)
     jet = np.arange(n_jets)
     tracked = np.asarray(lengths, dtype=np.int64)

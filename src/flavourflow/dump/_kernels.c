@@ -1,0 +1,389 @@
+/* Compiled kernels of the dump stage, called through ctypes (which releases the GIL, so the
+ * read-ahead thread reads the next block meanwhile).
+ *
+ * Each function does, jet by jet, exactly the arithmetic of its numpy reference, in the same
+ * order of operations (compiled with -ffp-contract=off, so no fused multiply-adds), so that
+ * both give the same bytes:
+ *   ff_build_tracks   flavourflow.dump.blocks.build (signs, significances, order, padding),
+ *                     flavourflow.dump.taggers.ip2d_llr_flat and flavourflow.dump.vertexing.find
+ *   ff_lzf_encode     flavourflow.dump.lzf.encode_chunks
+ *   ff_valid_prefix   flavourflow.dump.h5._valid_prefix
+ * tests/test_kernels.py compares each with its reference.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- constants: the same values as the Python modules ---------------------------------- */
+#define PI 3.141592653589793
+#define MIN_SIGNIFICANCE 2.0f
+#define MAX_CANDIDATES 8
+#define PION_MASS 139.57
+#define PROTON_MASS 938.27
+#define K0S_MASS 497.61
+#define LAMBDA_MASS 1115.68
+#define K0S_WINDOW 25.0
+#define LAMBDA_WINDOW 10.0
+#define MAX_RADIUS 100.0
+#define MAX_Z_PULL 4.0
+#define MIN_SIN_OPENING 1e-3
+
+/* field order of offsets[] (TRACK_DTYPE) */
+enum { F_PT, F_ETA, F_PHI, F_DETA, F_DPHI, F_DR, F_PTFRAC, F_CHARGE, F_D0, F_Z0, F_D0U, F_Z0U,
+       F_SD0, F_SZ0, F_VALID, N_FIELDS };
+
+/* ---- the IP2D templates (taggers.py) --------------------------------------------------- */
+static const double ERFC_C[10] = {-1.26551223, 1.00002368, 0.37409196, 0.09678418,
+                                  -0.18628806, 0.27886807, -1.13520398, 1.48851587,
+                                  -0.82215223, 0.17087277};
+
+static double log_erfc_positive(double x) {
+    double t = 1.0 / (1.0 + 0.5 * x);
+    double poly = 0.0;
+    for (int k = 9; k >= 0; k--) poly = poly * t + ERFC_C[k];
+    return log(t) - x * x + poly;
+}
+
+static double scaled_erfc(double log_scale, double x) {
+    double log_tail = log_erfc_positive(fabs(x));
+    if (x >= 0) return exp(log_scale + log_tail);
+    return exp(log_scale) * (2.0 - exp(log_tail));
+}
+
+static double gauss(double s, double width) {
+    double u = s / width;
+    return exp(-0.5 * (u * u)) / (width * sqrt(2.0 * PI));
+}
+
+static double light_pdf(double s) {
+    const double core = 1.0 - 0.03 - 0.01;
+    double far = exp(-fabs(s) / 5.0) / (2.0 * 5.0);
+    return core * gauss(s, 1.0) + 0.03 * gauss(s, 3.0) + 0.01 * far;
+}
+
+static double heavy_pdf(double s, double light) { /* light: light_pdf(s) */
+    const double lam = 1.0 / 5.0;
+    double emg = 0.5 * lam * scaled_erfc(0.5 * lam * (lam - 2.0 * s), (lam - s) / sqrt(2.0));
+    return 0.5 * emg + (1.0 - 0.5) * light;
+}
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+static double wrap(double dphi) { /* (x + pi) % (2 pi) - pi, with numpy's remainder */
+    const double b = 2.0 * PI;
+    double x = dphi + PI;
+    double r = fmod(x, b);
+    if (r != 0.0) {
+        if (r < 0.0) r += b;
+    } else {
+        r = copysign(0.0, b);
+    }
+    return r - PI;
+}
+
+static double nan_to_num(double x) {
+    if (isnan(x)) return 0.0;
+    if (isinf(x)) return x > 0 ? 1.7976931348623157e308 : -1.7976931348623157e308;
+    return x;
+}
+
+static double sign_of(double x) {
+    if (x > 0) return 1.0;
+    if (x < 0) return -1.0;
+    return x; /* 0 or NaN */
+}
+
+static void put_f4(uint8_t *row, int64_t offset, double value) {
+    float v = (float)value;
+    memcpy(row + offset, &v, 4);
+}
+
+static float get_f4(const uint8_t *row, int64_t offset) {
+    float v;
+    memcpy(&v, row + offset, 4);
+    return v;
+}
+
+/* numpy's pairwise sum of 8 values (one row of an [n, 8] array, summed along it) */
+static double sum8(const double *a) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+static void four_momentum(double pt, double eta, double phi, double mass, double *p) {
+    p[0] = pt * cos(phi);
+    p[1] = pt * sin(phi);
+    p[2] = pt * sinh(eta);
+    p[3] = sqrt(p[0] * p[0] + p[1] * p[1] + p[2] * p[2] + mass * mass);
+}
+
+static double pair_mass(const double *a, const double *b) {
+    double s[4];
+    for (int k = 0; k < 4; k++) s[k] = a[k] + b[k];
+    double m2 = s[3] * s[3] - s[0] * s[0] - s[1] * s[1] - s[2] * s[2];
+    if (m2 < 0.0) m2 = 0.0;
+    return sqrt(m2);
+}
+
+/* ---- the vertex finder of one jet (vertexing.py) ---------------------------------------- */
+typedef struct {
+    float sig, lxy, mass, efrac;
+    int32_t ntrk, n2trk;
+} Vertex;
+
+static Vertex find_vertex(const uint8_t *rows, int64_t n_valid, int64_t row_bytes,
+                          const int64_t *off, double jet_phi) {
+    Vertex v = {0.0f, NAN, NAN, NAN, 0, 0};
+    double c[8][MAX_CANDIDATES]; /* pt eta phi d0 z0 d0u z0u charge, zeros where unused */
+    memset(c, 0, sizeof c);
+    const int fields[8] = {F_PT, F_ETA, F_PHI, F_D0, F_Z0, F_D0U, F_Z0U, F_CHARGE};
+    int n = 0;
+    for (int64_t r = 0; r < n_valid && n < MAX_CANDIDATES; r++) {
+        const uint8_t *row = rows + r * row_bytes;
+        if (!(get_f4(row, off[F_SD0]) > MIN_SIGNIFICANCE)) continue;
+        for (int f = 0; f < 7; f++) c[f][n] = nan_to_num((double)get_f4(row, off[fields[f]]));
+        c[7][n] = (double)(int8_t)row[off[F_CHARGE]];
+        n++;
+    }
+    if (n < 2) return v;
+    const double *pt = c[0], *eta = c[1], *phi = c[2], *d0 = c[3], *z0 = c[4], *sd = c[5],
+                 *sz = c[6], *q = c[7];
+    /* per candidate, once: the same values each pair would compute */
+    double ux[MAX_CANDIDATES], uy[MAX_CANDIDATES], sin_t[MAX_CANDIDATES], sh[MAX_CANDIDATES];
+    double pion[MAX_CANDIDATES][4], proton[MAX_CANDIDATES][4];
+    for (int k = 0; k < n; k++) {
+        ux[k] = cos(phi[k]);
+        uy[k] = sin(phi[k]);
+        sin_t[k] = 1.0 / cosh(eta[k]);
+        sh[k] = sinh(eta[k]);
+        four_momentum(pt[k], eta[k], phi[k], PION_MASS, pion[k]);
+        four_momentum(pt[k], eta[k], phi[k], PROTON_MASS, proton[k]);
+    }
+    double jx = cos(jet_phi), jy = sin(jet_phi);
+    int in_vertex[MAX_CANDIDATES] = {0};
+    int n2trk = 0;
+    double sum_x = 0.0, sum_y = 0.0, sum_s2 = 0.0;
+    for (int i = 0; i < n; i++) {
+        for (int j = i + 1; j < n; j++) {
+            double ux_i = ux[i], uy_i = uy[i], ux_j = ux[j], uy_j = uy[j];
+            double px_i = d0[i] * uy_i, py_i = -d0[i] * ux_i;
+            double px_j = d0[j] * uy_j, py_j = -d0[j] * ux_j;
+            double sin_open = ux_i * uy_j - uy_i * ux_j;
+            double safe = fabs(sin_open) > MIN_SIN_OPENING ? sin_open : 1.0;
+            double t_i = ((px_j - px_i) * uy_j - (py_j - py_i) * ux_j) / safe;
+            double vx = px_i + t_i * ux_i, vy = py_i + t_i * uy_i;
+            double t_j = vx * ux_j + vy * uy_j - (px_j * ux_j + py_j * uy_j);
+            double sin_i = sin_t[i], sin_j = sin_t[j];
+            double z_i = z0[i] / sin_i + t_i * sh[i];
+            double z_j = z0[j] / sin_j + t_j * sh[j];
+            double z_pull = fabs(z_i - z_j) / hypot(sz[i] / sin_i, sz[j] / sin_j);
+            double mass_pp = pair_mass(pion[i], pion[j]);
+            int proton_first = pt[i] >= pt[j];
+            double mass_ppi = proton_first ? pair_mass(proton[i], pion[j])
+                                           : pair_mass(pion[i], proton[j]);
+            int v0 = q[i] * q[j] < 0 && (fabs(mass_pp - K0S_MASS) < K0S_WINDOW
+                                         || fabs(mass_ppi - LAMBDA_MASS) < LAMBDA_WINDOW);
+            int forward = (vx * jx + vy * jy) > 0;
+            int good = fabs(sin_open) > MIN_SIN_OPENING && t_i > 0 && t_j > 0 && forward
+                       && hypot(vx, vy) < MAX_RADIUS && z_pull < MAX_Z_PULL && !v0;
+            if (!good) continue;
+            double pair_sigma = hypot(sd[i], sd[j]) / fabs(safe);
+            n2trk++;
+            sum_x += vx;
+            sum_y += vy;
+            sum_s2 += pair_sigma * pair_sigma;
+            in_vertex[i] = in_vertex[j] = 1;
+        }
+    }
+    int ntrk = 0;
+    for (int k = 0; k < MAX_CANDIDATES; k++) ntrk += in_vertex[k];
+    v.ntrk = ntrk;
+    v.n2trk = n2trk;
+    if (n2trk == 0) return v;
+    double mean_x = sum_x / n2trk, mean_y = sum_y / n2trk;
+    double sigma = sqrt(sum_s2) / n2trk;
+    double lxy = hypot(mean_x, mean_y) * sign_of(mean_x * jx + mean_y * jy);
+    double p[4][MAX_CANDIDATES];
+    for (int k = 0; k < MAX_CANDIDATES; k++)
+        for (int a = 0; a < 4; a++) p[a][k] = in_vertex[k] ? pion[k][a] : 0.0;
+    double total[4];
+    for (int a = 0; a < 4; a++) total[a] = sum8(p[a]);
+    double m2 = total[3] * total[3] - total[0] * total[0] - total[1] * total[1]
+                - total[2] * total[2];
+    if (m2 < 0.0) m2 = 0.0;
+    double e_valid = 0.0;
+    for (int64_t r = 0; r < n_valid; r++) {
+        const uint8_t *row = rows + r * row_bytes;
+        double m[4];
+        four_momentum((double)get_f4(row, off[F_PT]), (double)get_f4(row, off[F_ETA]),
+                      (double)get_f4(row, off[F_PHI]), PION_MASS, m);
+        e_valid += m[3];
+    }
+    v.sig = (float)(lxy / sigma);
+    v.lxy = (float)lxy;
+    v.mass = (float)sqrt(m2);
+    v.efrac = (float)(total[3] / e_valid);
+    return v;
+}
+
+/* ---- ff_build_tracks -------------------------------------------------------------------- */
+static uint64_t order_key(double s) { /* descending_magnitude's low half */
+    float m = fabsf((float)s);
+    if (isnan(m)) return 0xFFFFFFFFull;
+    uint32_t bits;
+    memcpy(&bits, &m, 4);
+    return 0xFFFFFFFEull - bits;
+}
+
+/* Tracks of n_jets jets (counts[j] each, jet after jet; inputs as float64) -> the padded
+ * TDD rows [n_jets, max_tracks] (row_bytes each, fields at offsets[]; padding_row after a
+ * jet's tracks) and the per-jet baselines. Returns 0, or -1 when out of memory. */
+int ff_build_tracks(int64_t n_jets, const int64_t *counts, const float *jet_pt,
+                    const float *jet_eta, const float *jet_phi, const double *const *inputs,
+                    int64_t max_tracks, int64_t row_bytes, const int64_t *off,
+                    const uint8_t *padding_row, uint8_t *out, float *ip2d, float *sv_sig,
+                    float *sv_lxy, float *sv_mass, float *sv_efrac, int32_t *sv_ntrk,
+                    int32_t *sv_n2trk) {
+    const double *t_pt = inputs[0], *t_eta = inputs[1], *t_phi = inputs[2], *t_q = inputs[3],
+                 *t_d0 = inputs[4], *t_z0 = inputs[5], *t_d0u = inputs[6], *t_z0u = inputs[7];
+    int64_t most = 0;
+    for (int64_t j = 0; j < n_jets; j++) most = counts[j] > most ? counts[j] : most;
+    double *work = malloc(sizeof(double) * 4 * (size_t)(most > 0 ? most : 1));
+    uint64_t *keys = malloc(sizeof(uint64_t) * (size_t)(most > 0 ? most : 1));
+    int64_t *order = malloc(sizeof(int64_t) * (size_t)(most > 0 ? most : 1));
+    if (!work || !keys || !order) {
+        free(work); free(keys); free(order);
+        return -1;
+    }
+    double *deta = work, *dphi = work + most, *s_d0 = work + 2 * most, *s_z0 = work + 3 * most;
+    int64_t start = 0;
+    for (int64_t j = 0; j < n_jets; j++) {
+        int64_t n = counts[j];
+        double jphi = (double)jet_phi[j], jeta = (double)jet_eta[j], jpt = (double)jet_pt[j];
+        double llr = 0.0;
+        for (int64_t k = 0; k < n; k++) {
+            int64_t t = start + k;
+            dphi[k] = wrap(t_phi[t] - jphi);
+            deta[k] = t_eta[t] - jeta;
+            double d0_sign = t_d0[t] * sin(dphi[k]) < 0 ? -1.0 : 1.0;
+            double z0_sign = t_z0[t] * deta[k] <= 0 ? 1.0 : -1.0;
+            s_d0[k] = d0_sign * fabs(t_d0[t]) / t_d0u[t];
+            s_z0[k] = z0_sign * fabs(t_z0[t]) / t_z0u[t];
+            if (isfinite(s_d0[k])) {
+                double s = s_d0[k] < -30.0 ? -30.0 : (s_d0[k] > 60.0 ? 60.0 : s_d0[k]);
+                double light = light_pdf(s);
+                llr += log(heavy_pdf(s, light)) - log(light);
+            }
+            /* stable insertion by key */
+            uint64_t key = order_key(s_d0[k]);
+            int64_t at = k;
+            while (at > 0 && keys[at - 1] > key) {
+                keys[at] = keys[at - 1];
+                order[at] = order[at - 1];
+                at--;
+            }
+            keys[at] = key;
+            order[at] = k;
+        }
+        ip2d[j] = (float)llr;
+        int64_t kept = n < max_tracks ? n : max_tracks;
+        uint8_t *rows = out + j * max_tracks * row_bytes;
+        for (int64_t r = 0; r < kept; r++) {
+            int64_t k = order[r], t = start + k;
+            uint8_t *row = rows + r * row_bytes;
+            put_f4(row, off[F_PT], t_pt[t]);
+            put_f4(row, off[F_ETA], t_eta[t]);
+            put_f4(row, off[F_PHI], t_phi[t]);
+            put_f4(row, off[F_DETA], deta[k]);
+            put_f4(row, off[F_DPHI], dphi[k]);
+            put_f4(row, off[F_DR], hypot(deta[k], dphi[k]));
+            put_f4(row, off[F_PTFRAC], t_pt[t] / jpt);
+            row[off[F_CHARGE]] = (uint8_t)(int8_t)(isnan(t_q[t]) ? -1.0 : t_q[t]);
+            put_f4(row, off[F_D0], t_d0[t]);
+            put_f4(row, off[F_Z0], t_z0[t]);
+            put_f4(row, off[F_D0U], t_d0u[t]);
+            put_f4(row, off[F_Z0U], t_z0u[t]);
+            put_f4(row, off[F_SD0], s_d0[k]);
+            put_f4(row, off[F_SZ0], s_z0[k]);
+            row[off[F_VALID]] = 1;
+        }
+        for (int64_t r = kept; r < max_tracks; r++)
+            memcpy(rows + r * row_bytes, padding_row, (size_t)row_bytes);
+        Vertex v = find_vertex(rows, kept, row_bytes, off, jphi);
+        sv_sig[j] = v.sig;
+        sv_lxy[j] = v.lxy;
+        sv_mass[j] = v.mass;
+        sv_efrac[j] = v.efrac;
+        sv_ntrk[j] = v.ntrk;
+        sv_n2trk[j] = v.n2trk;
+        start += n;
+    }
+    free(work); free(keys); free(order);
+    return 0;
+}
+
+/* ---- ff_valid_prefix -------------------------------------------------------------------- */
+/* Per jet, its rows before the padding (`valid` byte at valid_offset); -1 if a valid row
+ * follows a padding row anywhere. */
+int ff_valid_prefix(const uint8_t *raw, int64_t n_jets, int64_t width, int64_t row_bytes,
+                    int64_t valid_offset, int64_t *lengths) {
+    for (int64_t j = 0; j < n_jets; j++) {
+        const uint8_t *rows = raw + j * width * row_bytes + valid_offset;
+        int64_t n = 0;
+        while (n < width && rows[n * row_bytes]) n++;
+        for (int64_t r = n + 1; r < width; r++)
+            if (rows[r * row_bytes]) return -1;
+        lengths[j] = n;
+    }
+    return 0;
+}
+
+/* ---- ff_lzf_encode ---------------------------------------------------------------------- */
+#define MAX_DISTANCE 8192
+#define MAX_COPY 264
+#define MAX_LITERALS 32
+
+static uint8_t *put_copy(uint8_t *o, int64_t length, int64_t distance) {
+    int64_t code = length - 2, dist = distance - 1;
+    if (code < 7) {
+        *o++ = (uint8_t)((code << 5) | (dist >> 8));
+    } else {
+        *o++ = (uint8_t)((7 << 5) | (dist >> 8));
+        *o++ = (uint8_t)(code - 7);
+    }
+    *o++ = (uint8_t)(dist & 0xFF);
+    return o;
+}
+
+/* The LZF streams of the chunks of raw [n_jets, width] rows (see lzf.py), one after the
+ * other in out (capacity: the caller's bound), chunk k ending at ends[k]. */
+int ff_lzf_encode(const uint8_t *raw, int64_t n_jets, int64_t width, int64_t row_bytes,
+                  const int64_t *lengths, int64_t jets_per_chunk, uint8_t *out,
+                  int64_t *ends) {
+    uint8_t *o = out;
+    const int64_t group = MAX_COPY / row_bytes;
+    int64_t latest = -1; /* the latest jet with padding */
+    for (int64_t j = 0; j < n_jets; j++) {
+        int64_t tracked = lengths[j], padded = width - tracked;
+        int64_t before = latest;
+        int64_t distance = (j * width + tracked - (before + 1) * width + 1) * row_bytes;
+        int far = padded > 0 && before >= j - j % jets_per_chunk && distance <= MAX_DISTANCE;
+        int64_t literal_bytes = (tracked + (padded > 0 && !far)) * row_bytes;
+        const uint8_t *src = raw + j * width * row_bytes;
+        for (int64_t done = 0; done < literal_bytes; done += MAX_LITERALS) {
+            int64_t len = literal_bytes - done < MAX_LITERALS ? literal_bytes - done : MAX_LITERALS;
+            *o++ = (uint8_t)(len - 1);
+            memcpy(o, src + done, (size_t)len);
+            o += len;
+        }
+        if (far) o = put_copy(o, row_bytes, distance);
+        int64_t near = padded - 1 > 0 ? padded - 1 : 0;
+        while (near > 0) {
+            int64_t rows = near < group ? near : group;
+            o = put_copy(o, rows * row_bytes, row_bytes);
+            near -= rows;
+        }
+        if (padded > 0) latest = j;
+        if ((j + 1) % jets_per_chunk == 0) ends[j / jets_per_chunk] = o - out;
+    }
+    return 0;
+}

@@ -1,0 +1,117 @@
+"""The dump's compiled kernels (``_kernels.c``, built by ``pip install``), called through ctypes.
+
+Each kernel gives the same bytes as its numpy reference (tests/test_kernels.py) and runs
+without the GIL, so the read-ahead thread reads while it converts. Without a compiler the
+build of the library is skipped and the dump uses the numpy references instead, as it does
+when ``FLAVOURFLOW_KERNELS=numpy`` is set; the dump's provenance says which ran.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.machinery
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_HERE = Path(__file__).resolve().parent
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
+
+
+def _load() -> ctypes.CDLL | None:
+    if os.environ.get("FLAVOURFLOW_KERNELS", "").lower() == "numpy":
+        return None
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = _HERE / f"_kernels{suffix}"
+        if not path.exists():
+            continue
+        source = _HERE / "_kernels.c"
+        if source.exists() and source.stat().st_mtime > path.stat().st_mtime:
+            log.warning("%s is older than its source; using the numpy reference (rebuild "
+                        "with `pip install -e .`)", path)
+            return None
+        lib = ctypes.CDLL(str(path))
+        lib.ff_build_tracks.argtypes = [_I, _P, _P, _P, _P, _P, _I, _I, _P, _P, _P,
+                                        _P, _P, _P, _P, _P, _P, _P]
+        lib.ff_valid_prefix.argtypes = [_P, _I, _I, _I, _I, _P]
+        lib.ff_lzf_encode.argtypes = [_P, _I, _I, _I, _P, _I, _P, _P]
+        for function in (lib.ff_build_tracks, lib.ff_valid_prefix, lib.ff_lzf_encode):
+            function.restype = ctypes.c_int
+        return lib
+    return None
+
+
+_LIB = _load()
+#: Which implementation the dump runs: "c" or "numpy".
+IMPLEMENTATION = "c" if _LIB is not None else "numpy"
+
+
+def available() -> bool:
+    return _LIB is not None
+
+
+def _ptr(array: np.ndarray) -> int:
+    return array.ctypes.data
+
+
+def _contiguous(array: np.ndarray, dtype: type) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def build_tracks(counts: np.ndarray, jet_pt: np.ndarray, jet_eta: np.ndarray,
+                 jet_phi: np.ndarray, inputs: list[np.ndarray], max_tracks: int,
+                 dtype: np.dtype, padding_row: np.ndarray,
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The padded tracks [n_jets, max_tracks] of ``dtype`` and the per-jet IP / SV baselines
+    (see :func:`flavourflow.dump.blocks.build`); ``inputs`` in TRACK_INPUTS order."""
+    n = len(counts)
+    counts = _contiguous(counts, np.int64)
+    jets = [_contiguous(x, np.float32) for x in (jet_pt, jet_eta, jet_phi)]
+    columns = [_contiguous(x, np.float64) for x in inputs]
+    pointers = (ctypes.c_void_p * len(columns))(*map(_ptr, columns))
+    offsets = np.array([dtype.fields[name][1] for name in dtype.names], dtype=np.int64)
+    out = np.empty((n, max_tracks), dtype=dtype)
+    results = {name: np.empty(n, np.float32)
+               for name in ("ip2d_llr", "sv_sig", "sv_Lxy", "sv_mass", "sv_efrac")}
+    results.update(sv_ntrk=np.empty(n, np.int32), sv_n2trk=np.empty(n, np.int32))
+    padding = _contiguous(padding_row.view(np.uint8).reshape(-1), np.uint8)
+    status = _LIB.ff_build_tracks(n, _ptr(counts), *map(_ptr, jets), pointers, max_tracks,
+                                  dtype.itemsize, _ptr(offsets), _ptr(padding), _ptr(out),
+                                  *map(_ptr, results.values()))
+    if status:
+        raise MemoryError("ff_build_tracks: out of memory")
+    return out, results
+
+
+def valid_prefix(tracks: np.ndarray) -> np.ndarray:
+    """Per jet, the number of rows before its padding (see ``h5._valid_prefix``)."""
+    tracks = np.ascontiguousarray(tracks)
+    n, width = tracks.shape
+    lengths = np.empty(n, dtype=np.int64)
+    if _LIB.ff_valid_prefix(_ptr(tracks), n, width, tracks.dtype.itemsize,
+                            tracks.dtype.fields["valid"][1], _ptr(lengths)):
+        raise ValueError("a track row after a padding row: rows must be tracks, then padding")
+    return lengths
+
+
+def lzf_encode(tracks: np.ndarray, lengths: np.ndarray, jets_per_chunk: int,
+               ) -> list[bytes | None]:
+    """:func:`flavourflow.dump.lzf.encode_chunks`, compiled."""
+    tracks = np.ascontiguousarray(tracks)
+    n, width = tracks.shape
+    row = tracks.dtype.itemsize
+    lengths = _contiguous(lengths, np.int64)
+    chunk_bytes = jets_per_chunk * width * row
+    # bound: literal runs of every row (+1 control byte per 32) and a copy per row
+    out = np.empty(n * (width * row + width * row // 32 + 1 + 3 * (width + 1)), np.uint8)
+    ends = np.empty(n // jets_per_chunk, dtype=np.int64)
+    _LIB.ff_lzf_encode(_ptr(tracks), n, width, row, _ptr(lengths), jets_per_chunk, _ptr(out),
+                       _ptr(ends))
+    starts = np.concatenate([[0], ends[:-1]])
+    return [out[a:b].tobytes() if b - a < chunk_bytes else None
+            for a, b in zip(starts, ends, strict=True)]

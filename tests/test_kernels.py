@@ -1,0 +1,133 @@
+"""The compiled kernels of the dump give the bytes of their numpy references, on real blocks
+of every input format and on the edge cases each kernel has a branch for."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import skhep_testdata
+from factories import write_ntuple
+
+from flavourflow.dump import blocks, core, h5, kernels, lzf
+from flavourflow.dump.blocks import Selection
+
+ALL_JETS = Selection(pt_min=0.0, abs_eta_max=10.0)
+
+needs_kernels = pytest.mark.skipif(not kernels.available(),
+                                   reason="the compiled kernels are not built")
+
+
+def test_kernels_are_built_where_required() -> None:
+    """CI sets FLAVOURFLOW_REQUIRE_KERNELS: there the build of the kernels must not be
+    skipped silently."""
+    if os.environ.get("FLAVOURFLOW_REQUIRE_KERNELS"):
+        assert kernels.available(), "flavourflow.dump._kernels was not built"
+    assert kernels.IMPLEMENTATION == ("c" if kernels.available() else "numpy")
+
+
+def _both(monkeypatch: pytest.MonkeyPatch, function, *args):
+    """``function(*args)`` with the kernels, then with the numpy references."""
+    fast = function(*args)
+    with monkeypatch.context() as m:
+        m.setattr(kernels, "available", lambda: False)
+        reference = function(*args)
+    return fast, reference
+
+
+def _assert_same(fast: tuple[np.ndarray, np.ndarray], reference: tuple[np.ndarray, np.ndarray],
+                 ) -> None:
+    for a, b in zip(fast, reference, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        differ = [f for f in a.dtype.names if a[f].tobytes() != b[f].tobytes()]
+        assert not differ, f"fields differ: {differ}"
+
+
+def _reader_blocks(path: Path, fmt: str, step: int):
+    reader = core.open_reader(path, fmt)
+    return reader, list(reader.blocks(step))
+
+
+@needs_kernels
+@pytest.mark.parametrize("max_tracks", [40, 5])
+def test_build_on_generated_ntuple(tmp_path: Path, monkeypatch, max_tracks: int) -> None:
+    reader, events = _reader_blocks(write_ntuple(tmp_path / "n.root", 400, seed=3),
+                                    "flavourflow", 150)
+    for block in events:
+        fast, reference = _both(monkeypatch, reader.convert, block, ALL_JETS, max_tracks)
+        _assert_same(fast, reference)
+        assert (fast[0]["sv_n2trk"] > 0).any() and np.isfinite(fast[0]["ip2d_llr"]).all()
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ["uproot-physlite-rntuple_v1-0-0-0.root",
+                                  "uproot-issue-798.root"])
+def test_build_on_physlite(monkeypatch, name: str) -> None:
+    reader, events = _reader_blocks(Path(skhep_testdata.data_path(name)), "physlite", 30)
+    for block in events:
+        _assert_same(*_both(monkeypatch, reader.convert, block, ALL_JETS, 40))
+
+
+@needs_kernels
+def test_build_edge_cases(monkeypatch) -> None:
+    """No tracks, more than max_tracks, unknown uncertainties (NaN significance, ordered
+    last), zero uncertainty (infinite), ties in |significance|, NaN charge, dphi across pi."""
+    counts = np.array([0, 3, 12, 1, 6, 0, 4])
+    n = int(counts.sum())
+    rng = np.random.default_rng(7)
+    jets = {"pt": rng.uniform(2e4, 2e5, len(counts)), "eta": rng.uniform(-2, 2, len(counts)),
+            "phi": np.array([3.1, -3.1, 0.0, 1.0, 3.14, -2.0, 0.5])}
+    tracks = {
+        "pt": rng.uniform(500, 2e4, n), "eta": rng.uniform(-2.5, 2.5, n),
+        "phi": rng.uniform(-np.pi, np.pi, n), "charge": rng.choice([-1.0, 1.0], n),
+        "d0": rng.normal(0, 0.5, n), "z0SinTheta": rng.normal(0, 0.5, n),
+        "d0Uncertainty": rng.uniform(0.01, 0.05, n),
+        "z0SinThetaUncertainty": rng.uniform(0.01, 0.05, n),
+    }
+    tracks["d0Uncertainty"][[1, 5]] = np.nan
+    tracks["d0Uncertainty"][7] = 0.0
+    tracks["d0"][8:11] = 0.2  # ties
+    tracks["d0Uncertainty"][8:11] = 0.02
+    tracks["charge"][2] = np.nan
+    for max_tracks in (1, 4, 40):
+        fast, reference = _both(monkeypatch, blocks.build, jets, counts, tracks, max_tracks)
+        _assert_same(fast, reference)
+        assert (fast[1]["valid"].sum(axis=1) == np.minimum(counts, max_tracks)).all()
+
+
+@needs_kernels
+@pytest.mark.parametrize("counts, max_tracks", [
+    ([3, 0, 40, 12, 0, 0, 55, 1] * 60, 40),
+    ([0] * 500, 40),
+    ([180, 3, 190, 0, 200] * 30, 200),
+    ([1, 1, 0] * 100, 1),
+])
+def test_lzf_and_prefix_match_their_references(counts, max_tracks) -> None:
+    rng = np.random.default_rng(1)
+    n = len(counts)
+    tracks = {name: rng.normal(size=int(sum(counts))) for name in blocks.TRACK_INPUTS}
+    jets = {"pt": rng.uniform(2e4, 2e5, n), "eta": rng.uniform(-2, 2, n),
+            "phi": rng.uniform(-3, 3, n)}
+    _, padded = blocks.build(jets, np.array(counts), tracks, max_tracks)
+    lengths = h5._valid_prefix(padded)
+    assert lengths.tobytes() == h5._valid_prefix_numpy(padded).tobytes()
+    per_chunk = 25
+    whole = n - n % per_chunk
+    assert (lzf.encode_chunks(padded[:whole], lengths[:whole], per_chunk)
+            == lzf.encode_chunks_numpy(padded[:whole], lengths[:whole], per_chunk))
+    broken = padded.copy()
+    broken["valid"][0, -1] = True  # a track row after padding
+    if max_tracks > 1:
+        for prefix in (h5._valid_prefix, h5._valid_prefix_numpy):
+            with pytest.raises(ValueError, match="after a padding row"):
+                prefix(broken)
+
+
+def test_dump_records_its_implementation(tmp_path: Path) -> None:
+    out = tmp_path / "d.h5"
+    core.run(write_ntuple(tmp_path / "n.root", 50), out, ALL_JETS, 10, 20)
+    with h5py.File(out) as f:
+        assert f.attrs["kernels"] == kernels.IMPLEMENTATION
