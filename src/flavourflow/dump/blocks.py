@@ -260,6 +260,38 @@ def iterate_checked(obj: Any, branches: list[str], step_size: int, path: Path | 
         yield block
 
 
+def flat(array: ak.Array) -> np.ndarray:
+    """All values of a (jagged) numeric array, in order, as numpy: a view of the layout's
+    buffer where the layout is plain lists of numbers (what uproot reads), else
+    ``ak.flatten(axis=None)``."""
+    layout = ak.to_layout(array)
+    start, stop = 0, len(layout)
+    while isinstance(layout, ak.contents.ListOffsetArray):
+        offsets = layout.offsets.data
+        start, stop = int(offsets[start]), int(offsets[stop])
+        layout = layout.content
+    if isinstance(layout, ak.contents.NumpyArray) and layout.data.ndim == 1:
+        return layout.data[start:stop]
+    return ak.to_numpy(ak.flatten(array, axis=None))
+
+
+def counts(array: ak.Array, depth: int = 1) -> np.ndarray:
+    """The lengths of the lists at list depth ``depth`` (1: per event, 2: per jet, ...),
+    flattened: ``ak.flatten(ak.num(array, axis=depth), axis=None)``."""
+    layout = ak.to_layout(array)
+    start, stop = 0, len(layout)
+    for _ in range(depth - 1):
+        if not isinstance(layout, ak.contents.ListOffsetArray):
+            break
+        offsets = layout.offsets.data
+        start, stop = int(offsets[start]), int(offsets[stop])
+        layout = layout.content
+    else:
+        if isinstance(layout, ak.contents.ListOffsetArray):
+            return np.diff(layout.offsets.data[start:stop + 1])
+    return ak.to_numpy(ak.flatten(ak.num(array, axis=depth), axis=None))
+
+
 def flat_index(counts: np.ndarray) -> np.ndarray:
     """Offsets of each list's first element in the flattened content."""
     return np.concatenate([[0], np.cumsum(counts)])[:-1]

@@ -69,7 +69,7 @@ def convert(events: ak.Array, selection: Selection, max_tracks: int,
     """One block of events (of ``path``) -> (jets, tracks) structured arrays of the selected
     jets (see :func:`flavourflow.dump.blocks.build`). Works on the flat contents of the jagged
     branches: the selection becomes a mask on jets and, repeated, on tracks."""
-    n_jets = ak.to_numpy(ak.num(events["jet_pt"]))
+    n_jets = blocks.counts(events["jet_pt"])
     pt = _flat(events, "jet_pt")
     eta = _flat(events, "jet_eta")
     keep = selection.keep(pt, eta)
@@ -81,14 +81,14 @@ def convert(events: ak.Array, selection: Selection, max_tracks: int,
 
     jets = {
         "pt": pt[keep], "eta": eta[keep], "phi": jets_of("jet_phi"), "mass": jets_of("jet_m"),
-        "eventNumber": ak.to_numpy(events["eventNumber"])[event],
-        "mcEventWeight": ak.to_numpy(events["mcEventWeight"])[event],
+        "eventNumber": _flat(events, "eventNumber")[event],
+        "mcEventWeight": _flat(events, "mcEventWeight")[event],
         "jetIndex": (np.arange(len(pt)) - blocks.flat_index(n_jets)[event_of_jet])[keep],
         LABEL_FIELD: jets_of("jet_HadronConeExclTruthLabelID"),
         "HadronConeExclTruthLabelPt": jets_of("jet_truthHadron_pt"),
         "HadronConeExclTruthLabelLxy": jets_of("jet_truthHadron_Lxy"),
     }
-    counts_all = ak.to_numpy(ak.flatten(ak.num(events[TRACK_BRANCHES[0]], axis=2)))
+    counts_all = blocks.counts(events[TRACK_BRANCHES[0]], 2)
     keep_track = np.repeat(keep, counts_all)
     tracks = {}
     for branch, name in zip(TRACK_BRANCHES, blocks.TRACK_INPUTS, strict=True):
@@ -102,7 +102,7 @@ def convert(events: ak.Array, selection: Selection, max_tracks: int,
 
 def _flat(events: ak.Array, name: str) -> np.ndarray:
     """All values of a (jagged) branch, in order, as numpy."""
-    return ak.to_numpy(ak.flatten(events[name], axis=None))
+    return blocks.flat(events[name])
 
 
 def iterate(path: Path, step_size: int) -> Iterator[ak.Array]:

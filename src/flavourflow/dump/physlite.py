@@ -137,20 +137,20 @@ class Reader:
     def convert(self, events: ak.Array, selection: Selection,
                 max_tracks: int) -> tuple[np.ndarray, np.ndarray]:
         """One block of events -> (jets, tracks) of the selected jets."""
-        n_jets = ak.to_numpy(ak.num(self._get(events, "jet_pt")))
-        pt = ak.to_numpy(ak.flatten(self._get(events, "jet_pt")))
-        eta = ak.to_numpy(ak.flatten(self._get(events, "jet_eta")))
+        n_jets = blocks.counts(self._get(events, "jet_pt"))
+        pt = blocks.flat(self._get(events, "jet_pt"))
+        eta = blocks.flat(self._get(events, "jet_eta"))
         keep = selection.keep(pt, eta)
         event_of_jet = np.repeat(np.arange(len(n_jets)), n_jets)
 
         def per_jet(name: str) -> np.ndarray:
-            return ak.to_numpy(ak.flatten(self._get(events, name)))[keep]
+            return blocks.flat(self._get(events, name))[keep]
 
         jets = {
             "pt": pt[keep], "eta": eta[keep], "phi": per_jet("jet_phi"),
             "mass": per_jet("jet_m"), LABEL_FIELD: per_jet("jet_label"),
             "jetIndex": (np.arange(len(pt)) - blocks.flat_index(n_jets)[event_of_jet])[keep],
-            "eventNumber": ak.to_numpy(self._get(events, "eventNumber"))
+            "eventNumber": blocks.flat(self._get(events, "eventNumber"))
             .astype(np.int64)[event_of_jet[keep]],
         }
         if "mcEventWeights" in self.quantities:
@@ -165,20 +165,20 @@ class Reader:
                         keep: np.ndarray) -> dict[str, np.ndarray]:
         if not self.taggers:
             return {}
-        key, index = (ak.to_numpy(ak.flatten(x)).astype(np.int64)
+        key, index = (blocks.flat(x).astype(np.int64)
                       for x in self._link(events, "btaggingLink"))
         first = f"{self.taggers[0]}_{TAGGER_OUTPUTS[0]}"
-        n_btag = ak.to_numpy(ak.num(self._get(events, first)))
+        n_btag = blocks.counts(self._get(events, first))
         ok = self._valid_key(key, self.btagging) & (index >= 0) & (index < n_btag[event_of_jet])
         position = np.arange(len(key)) - blocks.flat_index(
-            ak.to_numpy(ak.num(self._get(events, "jet_pt"))))[event_of_jet]
+            blocks.counts(self._get(events, "jet_pt")))[event_of_jet]
         self.stats.btag_links += len(key)
         self.stats.btag_links_valid += int(ok.sum())
         self.stats.btag_links_reordered += int((ok & (index != position)).sum())
         where = blocks.flat_index(n_btag)[event_of_jet] + index
         out = {}
         for name in self.extra_fields:
-            flat = ak.to_numpy(ak.flatten(self._get(events, name))).astype(np.float32)
+            flat = blocks.flat(self._get(events, name)).astype(np.float32)
             values = np.full(len(key), np.nan, dtype=np.float32)
             values[ok] = flat[where[ok]]
             out[name] = values[keep]
@@ -188,12 +188,12 @@ class Reader:
                 keep: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Tracks of the selected jets through their GhostTrack links, jet after jet."""
         key, index = self._link(events, "GhostTrack")
-        n_links = ak.to_numpy(ak.flatten(ak.num(key, axis=2)))
-        key = ak.to_numpy(ak.flatten(key, axis=None)).astype(np.int64)
-        index = ak.to_numpy(ak.flatten(index, axis=None)).astype(np.int64)
+        n_links = blocks.counts(key, 2)
+        key = blocks.flat(key).astype(np.int64)
+        index = blocks.flat(index).astype(np.int64)
         jet_of_link = np.repeat(np.arange(len(n_links)), n_links)
         event_of_link = event_of_jet[jet_of_link]
-        n_tracks = ak.to_numpy(ak.num(self._get(events, "trk_d0")))
+        n_tracks = blocks.counts(self._get(events, "trk_d0"))
         valid = self._valid_key(key, TRACKS) & (index >= 0) & (index < n_tracks[event_of_link])
         self.stats.ghost_links += int(keep[jet_of_link].sum())
         valid &= keep[jet_of_link]
@@ -202,7 +202,7 @@ class Reader:
         event = event_of_link[valid]
 
         def track(name: str) -> np.ndarray:
-            return ak.to_numpy(ak.flatten(self._get(events, name))).astype(np.float64)[where]
+            return blocks.flat(self._get(events, name)).astype(np.float64)[where]
 
         d0, z0, theta, phi, qoverp = (track(f"trk_{v}") for v in
                                       ("d0", "z0", "theta", "phi", "qOverP"))
@@ -242,8 +242,8 @@ class Reader:
         if "pv_z" not in self.quantities:
             return zeros, zeros, zeros
         types = self._get(events, "pv_type")
-        n_vertices = ak.to_numpy(ak.num(types))
-        is_pv = np.flatnonzero(ak.to_numpy(ak.flatten(types)) == PRIMARY_VERTEX)
+        n_vertices = blocks.counts(types)
+        is_pv = np.flatnonzero(blocks.flat(types) == PRIMARY_VERTEX)
         event_of_vertex = np.repeat(np.arange(len(n_vertices)), n_vertices)
         none = len(event_of_vertex)
         first = np.full(len(n_vertices), none)
@@ -251,7 +251,7 @@ class Reader:
         first = first[event]
 
         def first_pv(name: str) -> np.ndarray:
-            values = ak.to_numpy(ak.flatten(self._get(events, name))).astype(np.float64)
+            values = blocks.flat(self._get(events, name)).astype(np.float64)
             values = np.append(values, np.nan)  # at index `none`
             return values[first]
 
@@ -260,8 +260,8 @@ class Reader:
         z_pv = np.where(has_pv, z_pv, 0.0)
         if "beam_x" not in self.quantities:
             return zeros, zeros, z_pv
-        beam_x = ak.to_numpy(self._get(events, "beam_x")).astype(np.float64)[event]
-        beam_y = ak.to_numpy(self._get(events, "beam_y")).astype(np.float64)[event]
+        beam_x = blocks.flat(self._get(events, "beam_x")).astype(np.float64)[event]
+        beam_y = blocks.flat(self._get(events, "beam_y")).astype(np.float64)[event]
         return (np.where(has_pv, first_pv("pv_x") - beam_x, 0.0),
                 np.where(has_pv, first_pv("pv_y") - beam_y, 0.0), z_pv)
 
@@ -270,9 +270,8 @@ class Reader:
 
         def elements(name: str, indices: list[int]) -> list[np.ndarray]:
             """Elements ``indices`` of the per-track vectors (NaN beyond a short one)."""
-            per_track = ak.flatten(self._get(events, name))
-            lengths = ak.to_numpy(ak.num(per_track))
-            values = ak.to_numpy(ak.flatten(per_track))
+            lengths = blocks.counts(self._get(events, name), 2)
+            values = blocks.flat(self._get(events, name))
             first = blocks.flat_index(lengths)[where]
             lengths = lengths[where]
             out = []
