@@ -234,34 +234,45 @@ static uint64_t order_key(double s) { /* descending_magnitude's low half */
     return 0xFFFFFFFEull - bits;
 }
 
-/* Tracks of n_jets jets (counts[j] each, jet after jet; inputs as float64) -> the padded
- * TDD rows [n_jets, max_tracks] (row_bytes each, fields at offsets[]; padding_row after a
- * jet's tracks) and the per-jet baselines. Returns 0, or -1 when out of memory. */
-int ff_build_tracks(int64_t n_jets, const int64_t *counts, const float *jet_pt,
-                    const float *jet_eta, const float *jet_phi, const double *const *inputs,
-                    int64_t max_tracks, int64_t row_bytes, const int64_t *off,
-                    const uint8_t *padding_row, uint8_t *out, float *ip2d, float *sv_sig,
-                    float *sv_lxy, float *sv_mass, float *sv_efrac, int32_t *sv_ntrk,
-                    int32_t *sv_n2trk) {
-    const double *t_pt = inputs[0], *t_eta = inputs[1], *t_phi = inputs[2], *t_q = inputs[3],
-                 *t_d0 = inputs[4], *t_z0 = inputs[5], *t_d0u = inputs[6], *t_z0u = inputs[7];
+/* Tracks of n_jets jets -> the padded TDD rows [n_jets, max_tracks] (row_bytes each, fields
+ * at offsets[]; padding_row after a jet's tracks) and the per-jet baselines. Jet j's tracks
+ * are values starts[j] .. starts[j] + counts[j] - 1 of the 8 inputs (TRACK_INPUTS), each
+ * float64 (kinds[f] 0) or float32 (1). Returns 0, or -1 when out of memory. */
+int ff_build_tracks(int64_t n_jets, const int64_t *counts, const int64_t *starts,
+                    const float *jet_pt, const float *jet_eta, const float *jet_phi,
+                    const void *const *inputs, const int32_t *kinds, int64_t max_tracks,
+                    int64_t row_bytes, const int64_t *off, const uint8_t *padding_row,
+                    uint8_t *out, float *ip2d, float *sv_sig, float *sv_lxy, float *sv_mass,
+                    float *sv_efrac, int32_t *sv_ntrk, int32_t *sv_n2trk) {
     int64_t most = 0;
     for (int64_t j = 0; j < n_jets; j++) most = counts[j] > most ? counts[j] : most;
-    double *work = malloc(sizeof(double) * 4 * (size_t)(most > 0 ? most : 1));
-    uint64_t *keys = malloc(sizeof(uint64_t) * (size_t)(most > 0 ? most : 1));
-    int64_t *order = malloc(sizeof(int64_t) * (size_t)(most > 0 ? most : 1));
+    size_t size = (size_t)(most > 0 ? most : 1);
+    double *work = malloc(sizeof(double) * 12 * size);
+    uint64_t *keys = malloc(sizeof(uint64_t) * size);
+    int64_t *order = malloc(sizeof(int64_t) * size);
     if (!work || !keys || !order) {
         free(work); free(keys); free(order);
         return -1;
     }
     double *deta = work, *dphi = work + most, *s_d0 = work + 2 * most, *s_z0 = work + 3 * most;
-    int64_t start = 0;
+    double *in[8]; /* this jet's inputs, as float64 */
+    for (int f = 0; f < 8; f++) in[f] = work + (4 + f) * most;
+    const double *t_pt = in[0], *t_eta = in[1], *t_phi = in[2], *t_q = in[3], *t_d0 = in[4],
+                 *t_z0 = in[5], *t_d0u = in[6], *t_z0u = in[7];
     for (int64_t j = 0; j < n_jets; j++) {
         int64_t n = counts[j];
+        for (int f = 0; f < 8; f++) {
+            if (kinds[f]) {
+                const float *src = (const float *)inputs[f] + starts[j];
+                for (int64_t k = 0; k < n; k++) in[f][k] = (double)src[k];
+            } else {
+                memcpy(in[f], (const double *)inputs[f] + starts[j], sizeof(double) * (size_t)n);
+            }
+        }
         double jphi = (double)jet_phi[j], jeta = (double)jet_eta[j], jpt = (double)jet_pt[j];
         double llr = 0.0;
         for (int64_t k = 0; k < n; k++) {
-            int64_t t = start + k;
+            int64_t t = k;
             dphi[k] = wrap(t_phi[t] - jphi);
             deta[k] = t_eta[t] - jeta;
             double d0_sign = t_d0[t] * sin(dphi[k]) < 0 ? -1.0 : 1.0;
@@ -288,7 +299,7 @@ int ff_build_tracks(int64_t n_jets, const int64_t *counts, const float *jet_pt,
         int64_t kept = n < max_tracks ? n : max_tracks;
         uint8_t *rows = out + j * max_tracks * row_bytes;
         for (int64_t r = 0; r < kept; r++) {
-            int64_t k = order[r], t = start + k;
+            int64_t k = order[r], t = k;
             uint8_t *row = rows + r * row_bytes;
             put_f4(row, off[F_PT], t_pt[t]);
             put_f4(row, off[F_ETA], t_eta[t]);
@@ -315,7 +326,6 @@ int ff_build_tracks(int64_t n_jets, const int64_t *counts, const float *jet_pt,
         sv_efrac[j] = v.efrac;
         sv_ntrk[j] = v.ntrk;
         sv_n2trk[j] = v.n2trk;
-        start += n;
     }
     free(work); free(keys); free(order);
     return 0;
@@ -384,6 +394,50 @@ int ff_lzf_encode(const uint8_t *raw, int64_t n_jets, int64_t width, int64_t row
         }
         if (padded > 0) latest = j;
         if ((j + 1) % jets_per_chunk == 0) ends[j / jets_per_chunk] = o - out;
+    }
+    return 0;
+}
+
+/* ---- ff_lzf_rows ------------------------------------------------------------------------ */
+/* LZF streams of the chunks of n_rows rows of row_bytes (rows_per_chunk each; n_rows a whole
+ * number of chunks) that look for repeats in one place only: the same bytes one row back.
+ * Jets of one event share their event fields, absent fields share their NaN / -1 markers:
+ * those runs become copies, everything else literal runs. Chunk k ends at ends[k] in out
+ * (capacity: n_rows * row_bytes * 33 / 32 + chunks). Needs row_bytes <= MAX_DISTANCE. */
+int ff_lzf_rows(const uint8_t *raw, int64_t n_rows, int64_t row_bytes, int64_t rows_per_chunk,
+                uint8_t *out, int64_t *ends) {
+    uint8_t *o = out;
+    const int64_t chunk_bytes = rows_per_chunk * row_bytes;
+    for (int64_t c = 0; c * rows_per_chunk < n_rows; c++) {
+        const uint8_t *in = raw + c * chunk_bytes;
+        int64_t i = 0, literal_start = 0;
+        while (i < chunk_bytes) {
+            int64_t run = 0;
+            if (i >= row_bytes) {
+                int64_t most = chunk_bytes - i < MAX_COPY ? chunk_bytes - i : MAX_COPY;
+                while (run < most && in[i + run] == in[i + run - row_bytes]) run++;
+            }
+            if (run < 3) {
+                i++;
+                continue;
+            }
+            for (int64_t done = literal_start; done < i; done += MAX_LITERALS) {
+                int64_t len = i - done < MAX_LITERALS ? i - done : MAX_LITERALS;
+                *o++ = (uint8_t)(len - 1);
+                memcpy(o, in + done, (size_t)len);
+                o += len;
+            }
+            o = put_copy(o, run, row_bytes);
+            i += run;
+            literal_start = i;
+        }
+        for (int64_t done = literal_start; done < chunk_bytes; done += MAX_LITERALS) {
+            int64_t len = chunk_bytes - done < MAX_LITERALS ? chunk_bytes - done : MAX_LITERALS;
+            *o++ = (uint8_t)(len - 1);
+            memcpy(o, in + done, (size_t)len);
+            o += len;
+        }
+        ends[c] = o - out;
     }
     return 0;
 }

@@ -117,14 +117,17 @@ def _wrap(dphi: np.ndarray) -> np.ndarray:
 
 def build(jets: Mapping[str, np.ndarray], counts: np.ndarray,
           tracks: Mapping[str, np.ndarray], max_tracks: int,
-          dtype: np.dtype = JET_DTYPE) -> tuple[np.ndarray, np.ndarray]:
+          dtype: np.dtype = JET_DTYPE, starts: np.ndarray | None = None,
+          ) -> tuple[np.ndarray, np.ndarray]:
     """Selected jets -> (jets, tracks) structured arrays in the TDD layout.
 
     ``jets`` holds one value per jet for (some of) the fields of ``dtype`` (absent ones are
     missing: NaN / -1); ``counts[i]`` is the number of tracks of jet i and ``tracks`` holds the
-    :data:`TRACK_INPUTS` of all tracks, jet after jet. Tracks are ordered by descending
-    |signed d0 significance| as the TDD does (non-finite last) and padded to ``max_tracks``
-    (floats NaN, ints -1, ``valid`` False); the baselines use all tracks.
+    :data:`TRACK_INPUTS` of all tracks, jet after jet (or, with ``starts``, of jet i from
+    position ``starts[i]`` on: a reader then passes its unselected columns). Tracks are
+    ordered by descending |signed d0 significance| as the TDD does (non-finite last) and
+    padded to ``max_tracks`` (floats NaN, ints -1, ``valid`` False); the baselines use all
+    tracks.
     """
     n = len(counts)
     counts = np.asarray(counts, dtype=np.int64)
@@ -133,12 +136,19 @@ def build(jets: Mapping[str, np.ndarray], counts: np.ndarray,
         out[name] = values
     out["n_tracks"] = counts
     if kernels.available():
+        if starts is None:
+            starts = np.cumsum(counts) - counts
         padded, baselines = kernels.build_tracks(
-            counts, out["pt"], out["eta"], out["phi"], [tracks[name] for name in TRACK_INPUTS],
-            max_tracks, TRACK_DTYPE, filled(1, TRACK_DTYPE))
+            counts, starts, out["pt"], out["eta"], out["phi"],
+            [tracks[name] for name in TRACK_INPUTS], max_tracks, TRACK_DTYPE,
+            filled(1, TRACK_DTYPE))
         for name, values in baselines.items():
             out[name] = values
         return out, padded
+    if starts is not None:  # the tracks of the jets, jet after jet
+        index = np.arange(counts.sum()) + np.repeat(starts - (np.cumsum(counts) - counts),
+                                                    counts)
+        tracks = {name: np.asarray(tracks[name])[index] for name in TRACK_INPUTS}
     return out, _build_numpy(out, counts, tracks, max_tracks)
 
 

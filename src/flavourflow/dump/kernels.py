@@ -36,11 +36,13 @@ def _load() -> ctypes.CDLL | None:
                         "with `pip install -e .`)", path)
             return None
         lib = ctypes.CDLL(str(path))
-        lib.ff_build_tracks.argtypes = [_I, _P, _P, _P, _P, _P, _I, _I, _P, _P, _P,
-                                        _P, _P, _P, _P, _P, _P, _P]
+        lib.ff_build_tracks.argtypes = [_I, _P, _P, _P, _P, _P, _P, _P, _I, _I, _P, _P,
+                                        _P, _P, _P, _P, _P, _P, _P, _P]
         lib.ff_valid_prefix.argtypes = [_P, _I, _I, _I, _I, _P]
         lib.ff_lzf_encode.argtypes = [_P, _I, _I, _I, _P, _I, _P, _P]
-        for function in (lib.ff_build_tracks, lib.ff_valid_prefix, lib.ff_lzf_encode):
+        lib.ff_lzf_rows.argtypes = [_P, _I, _I, _I, _P, _P]
+        for function in (lib.ff_build_tracks, lib.ff_valid_prefix, lib.ff_lzf_encode,
+                         lib.ff_lzf_rows):
             function.restype = ctypes.c_int
         return lib
     return None
@@ -63,26 +65,32 @@ def _contiguous(array: np.ndarray, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtype)
 
 
-def build_tracks(counts: np.ndarray, jet_pt: np.ndarray, jet_eta: np.ndarray,
-                 jet_phi: np.ndarray, inputs: list[np.ndarray], max_tracks: int,
-                 dtype: np.dtype, padding_row: np.ndarray,
+def build_tracks(counts: np.ndarray, starts: np.ndarray, jet_pt: np.ndarray,
+                 jet_eta: np.ndarray, jet_phi: np.ndarray, inputs: list[np.ndarray],
+                 max_tracks: int, dtype: np.dtype, padding_row: np.ndarray,
                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The padded tracks [n_jets, max_tracks] of ``dtype`` and the per-jet IP / SV baselines
-    (see :func:`flavourflow.dump.blocks.build`); ``inputs`` in TRACK_INPUTS order."""
+    (see :func:`flavourflow.dump.blocks.build`); ``inputs`` in TRACK_INPUTS order, jet j's
+    tracks at ``starts[j]`` in them. float32 inputs are read as they are, others as float64."""
     n = len(counts)
     counts = _contiguous(counts, np.int64)
+    starts = _contiguous(starts, np.int64)
     jets = [_contiguous(x, np.float32) for x in (jet_pt, jet_eta, jet_phi)]
-    columns = [_contiguous(x, np.float64) for x in inputs]
+    columns = [_contiguous(x, np.float32 if np.asarray(x).dtype == np.float32 else np.float64)
+               for x in inputs]
+    if n and any(int((starts + counts).max()) > len(c) or starts.min() < 0 for c in columns):
+        raise ValueError("track ranges beyond the inputs")
     pointers = (ctypes.c_void_p * len(columns))(*map(_ptr, columns))
+    kinds = np.array([c.dtype == np.float32 for c in columns], dtype=np.int32)
     offsets = np.array([dtype.fields[name][1] for name in dtype.names], dtype=np.int64)
     out = np.empty((n, max_tracks), dtype=dtype)
     results = {name: np.empty(n, np.float32)
                for name in ("ip2d_llr", "sv_sig", "sv_Lxy", "sv_mass", "sv_efrac")}
     results.update(sv_ntrk=np.empty(n, np.int32), sv_n2trk=np.empty(n, np.int32))
     padding = _contiguous(padding_row.view(np.uint8).reshape(-1), np.uint8)
-    status = _LIB.ff_build_tracks(n, _ptr(counts), *map(_ptr, jets), pointers, max_tracks,
-                                  dtype.itemsize, _ptr(offsets), _ptr(padding), _ptr(out),
-                                  *map(_ptr, results.values()))
+    status = _LIB.ff_build_tracks(n, _ptr(counts), _ptr(starts), *map(_ptr, jets), pointers,
+                                  _ptr(kinds), max_tracks, dtype.itemsize, _ptr(offsets),
+                                  _ptr(padding), _ptr(out), *map(_ptr, results.values()))
     if status:
         raise MemoryError("ff_build_tracks: out of memory")
     return out, results
@@ -100,7 +108,7 @@ def valid_prefix(tracks: np.ndarray) -> np.ndarray:
 
 
 def lzf_encode(tracks: np.ndarray, lengths: np.ndarray, jets_per_chunk: int,
-               ) -> list[bytes | None]:
+               ) -> list[memoryview | None]:
     """:func:`flavourflow.dump.lzf.encode_chunks`, compiled."""
     tracks = np.ascontiguousarray(tracks)
     n, width = tracks.shape
@@ -113,5 +121,24 @@ def lzf_encode(tracks: np.ndarray, lengths: np.ndarray, jets_per_chunk: int,
     _LIB.ff_lzf_encode(_ptr(tracks), n, width, row, _ptr(lengths), jets_per_chunk, _ptr(out),
                        _ptr(ends))
     starts = np.concatenate([[0], ends[:-1]])
-    return [out[a:b].tobytes() if b - a < chunk_bytes else None
+    return [memoryview(out[a:b]) if b - a < chunk_bytes else None
+            for a, b in zip(starts, ends, strict=True)]
+
+
+def lzf_rows(rows: np.ndarray, rows_per_chunk: int) -> list[memoryview | None]:
+    """LZF streams of the chunks of a 1-D array (a whole number of chunks of
+    ``rows_per_chunk`` rows) whose repeats are looked for one row back only (see
+    ``ff_lzf_rows``); None for a chunk that would not shrink."""
+    rows = np.ascontiguousarray(rows)
+    row = rows.dtype.itemsize
+    if len(rows) % rows_per_chunk or not 3 <= row <= 8192:
+        raise ValueError(f"cannot encode {len(rows)} rows of {row} bytes in chunks of "
+                         f"{rows_per_chunk}")
+    n_chunks = len(rows) // rows_per_chunk
+    out = np.empty(rows.nbytes + rows.nbytes // 32 + n_chunks + 1, np.uint8)
+    ends = np.empty(n_chunks, dtype=np.int64)
+    _LIB.ff_lzf_rows(_ptr(rows), len(rows), row, rows_per_chunk, _ptr(out), _ptr(ends))
+    starts = np.concatenate([[0], ends[:-1]])
+    chunk_bytes = rows_per_chunk * row
+    return [memoryview(out[a:b]) if b - a < chunk_bytes else None
             for a, b in zip(starts, ends, strict=True)]

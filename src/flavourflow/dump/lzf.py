@@ -48,7 +48,7 @@ def _put_copies(out: np.ndarray, control: np.ndarray, at: np.ndarray, length: np
 
 
 def encode_chunks(tracks: np.ndarray, lengths: np.ndarray, jets_per_chunk: int,
-                  ) -> list[bytes | None]:
+                  ) -> list[bytes | memoryview | None]:
     """The LZF streams of the chunks of ``tracks`` [n_jets, width] (a whole number of chunks of
     ``jets_per_chunk`` jets), where row i of jet j is a track for i < ``lengths[j]`` and
     padding (the same bytes in every padded row) after it. None for a chunk whose stream would

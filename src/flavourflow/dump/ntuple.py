@@ -89,15 +89,16 @@ def convert(events: ak.Array, selection: Selection, max_tracks: int,
         "HadronConeExclTruthLabelLxy": jets_of("jet_truthHadron_Lxy"),
     }
     counts_all = blocks.counts(events[TRACK_BRANCHES[0]], 2)
-    keep_track = np.repeat(keep, counts_all)
+    n_tracks = int(counts_all.sum())
     tracks = {}
     for branch, name in zip(TRACK_BRANCHES, blocks.TRACK_INPUTS, strict=True):
-        values = _flat(events, branch)
-        if len(values) != len(keep_track):
-            raise FlavourflowError(f"{len(values)} values, {TRACK_BRANCHES[0]} has "
-                                   f"{len(keep_track)} tracks", path=path, field=branch)
-        tracks[name] = values[keep_track]
-    return blocks.build(jets, counts_all[keep], tracks, max_tracks)
+        tracks[name] = _flat(events, branch)
+        if len(tracks[name]) != n_tracks:
+            raise FlavourflowError(f"{len(tracks[name])} values, {TRACK_BRANCHES[0]} has "
+                                   f"{n_tracks} tracks", path=path, field=branch)
+    # the unselected columns, each selected jet's tracks found from its offset
+    return blocks.build(jets, counts_all[keep], tracks, max_tracks,
+                        starts=blocks.flat_index(counts_all)[keep])
 
 
 def _flat(events: ak.Array, name: str) -> np.ndarray:
