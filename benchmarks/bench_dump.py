@@ -7,7 +7,8 @@ peak memory on an input ten times larger, in one run.
 Inputs (written once, in a temporary folder): ``physlite`` (default): the real Run 3
 PHYSLITE test file tiled ``--copies`` times (benchmarks/physlite_input.py, 100 events per
 copy) and ``--factor`` times more; ``flavourflow``: the generated schema
-(tests/factories.py, written as the generate stage writes it: RNTuple, 1000-event clusters),
+(tests/factories.py, written as the generate stage writes it: RNTuple, 1000-event clusters,
+ZSTD),
 ``--copies`` x 100 events and ``--factor`` times more.
 
 Every measurement runs in its own Python process (so that each has its own peak RSS) and
@@ -38,16 +39,17 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def branches_of(path: Path, fmt: str) -> tuple[str, list[str]]:
-    """(tree name, branches) the dump reads for ``fmt``."""
+def branches_of(path: Path, fmt: str) -> tuple[str, list[str], str]:
+    """(tree name, branches, page cache size) the dump reads ``fmt`` with."""
     if fmt == "physlite":
-        from flavourflow.dump import physlite
+        from flavourflow.dump import blocks, physlite
 
         reader = physlite.open_file(path)
-        return reader.storage, sorted({q.branch for q in reader.quantities.values()})
+        return (reader.storage, sorted({q.branch for q in reader.quantities.values()}),
+                blocks.READ_CACHE)
     from flavourflow.dump import ntuple
 
-    return ntuple.TREE, list(ntuple.BRANCHES)
+    return ntuple.TREE, list(ntuple.BRANCHES), ntuple.READ_CACHE
 
 
 def child(args: argparse.Namespace) -> None:
@@ -55,14 +57,14 @@ def child(args: argparse.Namespace) -> None:
     import uproot
 
     from flavourflow.dump import core
-    from flavourflow.dump.blocks import READ_CACHE, Selection
+    from flavourflow.dump.blocks import Selection
 
-    tree, branches = branches_of(args.input, args.format)
+    tree, branches, cache = branches_of(args.input, args.format)
     jets = events = 0
     args.output.unlink(missing_ok=True)  # as Snakemake removes a job's outputs before it runs
     t0, cpu0 = time.perf_counter(), time.process_time()
     if args.child == "read":
-        source = uproot.open(args.input, array_cache=READ_CACHE)[tree]  # as the readers do
+        source = uproot.open(args.input, array_cache=cache)[tree]  # as the readers do
         for block in source.iterate(branches, step_size=args.step_size, library="ak"):
             events += len(block)
     else:
@@ -89,8 +91,10 @@ def make_input(path: Path, fmt: str, copies: int) -> Path:
     import uproot
     from factories import synthetic_events
 
-    # as the generate stage writes it: an RNTuple `events`, clusters of 1000 events
-    with uproot.recreate(path) as f:
+    from flavourflow.generate.writer import COMPRESSION_LEVEL
+
+    # as the generate stage writes it: an RNTuple `events`, clusters of 1000 events, ZSTD
+    with uproot.recreate(path, compression=uproot.ZSTD(COMPRESSION_LEVEL)) as f:
         ntuple = None
         total = copies * 100
         for k, first in enumerate(range(0, total, 1000)):
