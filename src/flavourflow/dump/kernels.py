@@ -23,27 +23,43 @@ _P = ctypes.c_void_p
 _I = ctypes.c_int64
 
 
+def _candidates() -> list[Path]:
+    """The built libraries, this interpreter's first: they hold plain C functions, so one
+    built for another Python (a job's conda environment) serves as well."""
+    own = [_HERE / f"_kernels{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+    others = sorted(p for p in _HERE.glob("_kernels*") if p.suffix in (".so", ".pyd"))
+    return [p for p in dict.fromkeys(own + others) if p.exists()]
+
+
+#: Each kernel's argument types (all return an int status).
+_SIGNATURES = {
+    "ff_build_tracks": [_I, _P, _P, _P, _P, _P, _P, _P, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P,
+                        _P, _P],
+    "ff_valid_prefix": [_P, _I, _I, _I, _I, _P],
+    "ff_lzf_encode": [_P, _I, _I, _I, _P, _I, _P, _P],
+    "ff_lzf_rows": [_P, _I, _I, _I, _P, _P],
+}
+
+
 def _load() -> ctypes.CDLL | None:
+    """The first usable library; None (the numpy references run) if there is none, if
+    FLAVOURFLOW_KERNELS=numpy, or if the source changed since it was built."""
     if os.environ.get("FLAVOURFLOW_KERNELS", "").lower() == "numpy":
         return None
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        path = _HERE / f"_kernels{suffix}"
-        if not path.exists():
-            continue
-        source = _HERE / "_kernels.c"
+    source = _HERE / "_kernels.c"
+    for path in _candidates():
         if source.exists() and source.stat().st_mtime > path.stat().st_mtime:
-            log.warning("%s is older than its source; using the numpy reference (rebuild "
-                        "with `pip install -e .`)", path)
+            log.warning("%s is older than %s: the numpy references run (rebuild with "
+                        "`pip install -e .`)", path.name, source.name)
             return None
-        lib = ctypes.CDLL(str(path))
-        lib.ff_build_tracks.argtypes = [_I, _P, _P, _P, _P, _P, _P, _P, _I, _I, _P, _P,
-                                        _P, _P, _P, _P, _P, _P, _P, _P]
-        lib.ff_valid_prefix.argtypes = [_P, _I, _I, _I, _I, _P]
-        lib.ff_lzf_encode.argtypes = [_P, _I, _I, _I, _P, _I, _P, _P]
-        lib.ff_lzf_rows.argtypes = [_P, _I, _I, _I, _P, _P]
-        for function in (lib.ff_build_tracks, lib.ff_valid_prefix, lib.ff_lzf_encode,
-                         lib.ff_lzf_rows):
-            function.restype = ctypes.c_int
+        try:
+            lib = ctypes.CDLL(str(path))
+            for name, argtypes in _SIGNATURES.items():
+                function = getattr(lib, name)
+                function.argtypes, function.restype = argtypes, ctypes.c_int
+        except (OSError, AttributeError) as err:  # another platform's, or an older build
+            log.warning("cannot use %s (%s)", path.name, err)
+            continue
         return lib
     return None
 
