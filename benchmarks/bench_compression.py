@@ -10,8 +10,9 @@ Each is written block by block as the dump stage writes it (TDDWriter, 5000 jets
 with each filter, then read back whole (`jets` and `tracks`) and column-wise (5 jet fields, as
 preprocessing reads them). Files live in one temporary folder, reads come from the page cache
 (decompression cost, not disk speed). Best of ``--repeat``. Prints MB/s of the uncompressed
-data and the compression ratio. ``lzf (ours)``: the same LZF filter, `tracks` chunks encoded by
-flavourflow.dump.lzf (what the dump writes by default).
+data and the compression ratio. ``lzf (ours)``: the same LZF filter, the chunks encoded by
+flavourflow (`tracks`: flavourflow.dump.lzf; `jets`, with the compiled kernels: copies of the
+bytes one row back), what the dump writes by default.
 """
 
 from __future__ import annotations
