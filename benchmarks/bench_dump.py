@@ -8,8 +8,7 @@ Inputs (written once, in a temporary folder): ``physlite`` (default): the real R
 PHYSLITE test file tiled ``--copies`` times (benchmarks/physlite_input.py, 100 events per
 copy) and ``--factor`` times more; ``flavourflow``: the generated schema
 (tests/factories.py, written as the generate stage writes it: RNTuple, 1000-event clusters,
-ZSTD),
-``--copies`` x 100 events and ``--factor`` times more.
+ZSTD), ``--copies`` x 100 events and ``--factor`` times more.
 
 Every measurement runs in its own Python process (so that each has its own peak RSS) and
 times, after the imports, in wall-clock and CPU seconds: (A) the raw read: ``uproot``

@@ -58,7 +58,7 @@ class ChunkAligned:
     decompressed and compressed again by the next). The rows short of a chunk wait for the
     next append or for :meth:`close`. With ``encode`` (an LZF dataset of rows, and the
     compiled kernels), chunks are encoded by :func:`flavourflow.dump.kernels.lzf_rows` and
-    written with ``write_direct_chunk``: 5-10 times faster than h5py's LZF on jet rows."""
+    written with ``write_direct_chunk``: 5 times faster than h5py's LZF on jet rows."""
 
     def __init__(self, dataset: h5py.Dataset, encode: bool = False) -> None:
         self.dataset = dataset

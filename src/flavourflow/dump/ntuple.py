@@ -72,7 +72,8 @@ def convert(events: ak.Array, selection: Selection, max_tracks: int,
             path: Path | str | None = None):
     """One block of events (of ``path``) -> (jets, tracks) structured arrays of the selected
     jets (see :func:`flavourflow.dump.blocks.build`). Works on the flat contents of the jagged
-    branches: the selection becomes a mask on jets and, repeated, on tracks."""
+    branches: the selection is a mask on jets, and the tracks of the selected jets are found
+    in the unselected track columns from their offsets."""
     n_jets = blocks.counts(events["jet_pt"])
     pt = _flat(events, "jet_pt")
     eta = _flat(events, "jet_eta")
