@@ -8,7 +8,9 @@
  *                     flavourflow.dump.taggers.ip2d_llr_flat and flavourflow.dump.vertexing.find
  *   ff_lzf_encode     flavourflow.dump.lzf.encode_chunks
  *   ff_valid_prefix   flavourflow.dump.h5._valid_prefix
- * tests/test_kernels.py compares each with its reference.
+ * tests/test_kernels.py compares each with its reference. ff_lzf_rows (the jets' chunks) has
+ * none: without the kernels h5py's own LZF filter compresses them, and the tests read what it
+ * writes back through h5py.
  */
 #include <math.h>
 #include <stdint.h>

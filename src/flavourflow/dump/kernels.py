@@ -70,6 +70,7 @@ IMPLEMENTATION = "c" if _LIB is not None else "numpy"
 
 
 def available() -> bool:
+    """Whether the compiled kernels run (else the numpy references do)."""
     return _LIB is not None
 
 
