@@ -152,7 +152,8 @@ def main() -> None:
         print(f"CPU time (both threads of the dump): raw read {read['cpu']:.3f} s, dump "
               f"{dump['cpu']:.3f} s; ratio: median of the rounds {np.median(cpu_ratios):.2f}")
         print(f"large input dump: {big['jets'] / big['seconds']:.0f} jets/s "
-              f"({big['seconds']:.2f} s)")
+              f"({big['seconds']:.2f} s; raw read {big_read['seconds']:.2f} s, ratio "
+              f"{big_read['seconds'] / big['seconds']:.2f}, one round)")
         print(f"peak RSS dump: small {dump['rss_mb']:.0f} MB, large {big['rss_mb']:.0f} MB, "
               f"ratio {big['rss_mb'] / dump['rss_mb']:.2f} (goal <= 1.3); raw read: small "
               f"{read['rss_mb']:.0f} MB, large {big_read['rss_mb']:.0f} MB")
