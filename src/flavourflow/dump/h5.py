@@ -22,7 +22,7 @@ COMPRESSIONS = ("lzf", "gzip", *(f"gzip-{level}" for level in range(1, 10)), "no
 #: (4-, 1- and 8-byte fields mixed) both slower and larger. With lzf, flavourflow encodes the
 #: chunks itself (`tracks`: :mod:`flavourflow.dump.lzf`, padding as back-references; `jets`:
 #: :func:`flavourflow.dump.kernels.lzf_rows`): 5-6 times h5py's write speed with the compiled
-#: kernels, the same reads, slightly smaller files.
+#: kernels, the same reads, files within 1 % of h5py's size.
 DEFAULT_COMPRESSION = "lzf"
 DEFAULT_SHUFFLE = False
 
@@ -58,7 +58,9 @@ class ChunkAligned:
     decompressed and compressed again by the next). The rows short of a chunk wait for the
     next append or for :meth:`close`. With ``encode`` (an LZF dataset of rows, and the
     compiled kernels), chunks are encoded by :func:`flavourflow.dump.kernels.lzf_rows` and
-    written with ``write_direct_chunk``: 5 times faster than h5py's LZF on jet rows."""
+    written with ``write_direct_chunk``: about 3 times faster than h5py's LZF on jet rows
+    (1.7 vs 4.8 ms per block of 5586 jets), for 25 % more bytes (its only matches are one
+    row back)."""
 
     def __init__(self, dataset: h5py.Dataset, encode: bool = False) -> None:
         self.dataset = dataset
