@@ -87,11 +87,11 @@ def run(
         blocks = reader.blocks(step_size)
         reading: Future = pool.submit(next, blocks, None)
         try:
-            # The next block is read (uproot's decompression releases the GIL) while this one
-            # is converted and written; at most two blocks are alive at once, whatever the
-            # file size. Writing stays in this thread: its (encoded) chunks are cheap to
-            # write, and its temporaries in a second thread fragmented the heap (resident
-            # memory crept up with the number of blocks).
+            # The next block is read while this one is converted and written (the compiled
+            # kernels and uproot's decompression release the GIL); at most two blocks are
+            # alive at once, whatever the file size. Writing stays in this thread: its
+            # (encoded) chunks are cheap to write, and its temporaries in a second thread
+            # fragmented the heap (resident memory crept up with the number of blocks).
             while (events := reading.result()) is not None:
                 reading = pool.submit(next, blocks, None)
                 n_events += len(events)

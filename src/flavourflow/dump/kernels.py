@@ -95,7 +95,7 @@ def build_tracks(counts: np.ndarray, starts: np.ndarray, jet_pt: np.ndarray,
     jets = [_contiguous(x, np.float32) for x in (jet_pt, jet_eta, jet_phi)]
     columns = [_contiguous(x, np.float32 if np.asarray(x).dtype == np.float32 else np.float64)
                for x in inputs]
-    if n and any(int((starts + counts).max()) > len(c) or starts.min() < 0 for c in columns):
+    if n and (starts.min() < 0 or int((starts + counts).max()) > min(map(len, columns))):
         raise ValueError("track ranges beyond the inputs")
     pointers = (ctypes.c_void_p * len(columns))(*map(_ptr, columns))
     kinds = np.array([c.dtype == np.float32 for c in columns], dtype=np.int32)
@@ -137,9 +137,12 @@ def lzf_encode(tracks: np.ndarray, lengths: np.ndarray, jets_per_chunk: int,
     ends = np.empty(n // jets_per_chunk, dtype=np.int64)
     _LIB.ff_lzf_encode(_ptr(tracks), n, width, row, _ptr(lengths), jets_per_chunk, _ptr(out),
                        _ptr(ends))
-    starts = np.concatenate([[0], ends[:-1]])
-    return [memoryview(out[a:b]) if b - a < chunk_bytes else None
-            for a, b in zip(starts, ends, strict=True)]
+    return _streams(out, ends, chunk_bytes)
+
+
+def rows_supported(row_bytes: int) -> bool:
+    """Rows :func:`lzf_rows` handles: a copy one row back must be within LZF's reach."""
+    return 3 <= row_bytes <= 8192
 
 
 def lzf_rows(rows: np.ndarray, rows_per_chunk: int) -> list[memoryview | None]:
@@ -148,14 +151,19 @@ def lzf_rows(rows: np.ndarray, rows_per_chunk: int) -> list[memoryview | None]:
     ``ff_lzf_rows``); None for a chunk that would not shrink."""
     rows = np.ascontiguousarray(rows)
     row = rows.dtype.itemsize
-    if len(rows) % rows_per_chunk or not 3 <= row <= 8192:
+    if len(rows) % rows_per_chunk or not rows_supported(row):
         raise ValueError(f"cannot encode {len(rows)} rows of {row} bytes in chunks of "
                          f"{rows_per_chunk}")
     n_chunks = len(rows) // rows_per_chunk
     out = np.empty(rows.nbytes + rows.nbytes // 32 + n_chunks + 1, np.uint8)
     ends = np.empty(n_chunks, dtype=np.int64)
     _LIB.ff_lzf_rows(_ptr(rows), len(rows), row, rows_per_chunk, _ptr(out), _ptr(ends))
+    return _streams(out, ends, rows_per_chunk * row)
+
+
+def _streams(out: np.ndarray, ends: np.ndarray, chunk_bytes: int) -> list[memoryview | None]:
+    """The chunks' streams, one after the other in ``out`` up to ``ends``; None for a chunk
+    whose stream would not be smaller than its ``chunk_bytes`` raw bytes."""
     starts = np.concatenate([[0], ends[:-1]])
-    chunk_bytes = rows_per_chunk * row
     return [memoryview(out[a:b]) if b - a < chunk_bytes else None
             for a, b in zip(starts, ends, strict=True)]

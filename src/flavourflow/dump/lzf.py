@@ -6,8 +6,8 @@ most of the dump's time hashing it. :func:`encode_chunks` writes the LZF streams
 vectorised over whole chunks: a jet's tracks become literal runs (real track values barely
 compress with LZF: by 12 % on our samples), its padding a few back-references. The result is
 an ordinary LZF stream, so the chunks are stored under the dataset's LZF filter and every
-HDF5 reader with LZF (h5py, and so ftag, puma, UPP) reads them unchanged. :class:`ChunkWriter`
-writes them with ``write_direct_chunk``.
+HDF5 reader with LZF (h5py, and so ftag, puma, UPP) reads them unchanged.
+:class:`flavourflow.dump.h5.ChunkAppender` writes them with ``write_direct_chunk``.
 
 The LZF format (liblzf): a control byte ``c < 32`` is followed by ``c + 1`` literal bytes;
 otherwise ``c >> 5`` is the length - 2 of a copy (7: the next byte adds to it) and the low five
@@ -17,7 +17,6 @@ may overlap what it writes: it then repeats it).
 
 from __future__ import annotations
 
-import h5py
 import numpy as np
 
 from flavourflow.dump import kernels
@@ -118,54 +117,3 @@ def encode_chunks_numpy(tracks: np.ndarray, lengths: np.ndarray, jets_per_chunk:
     raw_size = jets_per_chunk * width * row
     return [out[a:b].tobytes() if b - a < raw_size else None
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-
-
-class ChunkWriter:
-    """Appends padded track rows to a chunked, LZF-filtered dataset [n, width], whole chunks at
-    a time, with ``write_direct_chunk``. Jets short of a whole chunk wait for the next append
-    or for :meth:`close`, which pads the last chunk with padding jets (beyond the dataset's
-    extent: never read)."""
-
-    def __init__(self, dataset: h5py.Dataset, padding: np.ndarray) -> None:
-        self.dataset = dataset
-        self.jets = dataset.chunks[0]
-        self.padding = np.broadcast_to(padding.reshape(-1)[:1], dataset.shape[1:])
-        self.pending = np.empty((0, *dataset.shape[1:]), dtype=dataset.dtype)
-        self.pending_lengths = np.empty(0, dtype=np.int64)
-        self.written = 0  # jets in complete chunks on disk
-
-    def append(self, tracks: np.ndarray, lengths: np.ndarray) -> None:
-        """Append jets; ``lengths[j]``: jet j's rows before its padding."""
-        self.dataset.resize(self.written + len(self.pending) + len(tracks), axis=0)
-        if len(self.pending):  # complete the waiting chunk first (copies one chunk at most)
-            need = self.jets - len(self.pending)
-            tracks_head = np.concatenate([self.pending, tracks[:need]])
-            lengths_head = np.concatenate([self.pending_lengths, lengths[:need]])
-            tracks, lengths = tracks[need:], lengths[need:]
-            if len(tracks_head) < self.jets:
-                self.pending, self.pending_lengths = tracks_head, lengths_head
-                return
-            self._write(tracks_head, lengths_head)
-        whole = len(tracks) - len(tracks) % self.jets
-        if whole:
-            self._write(tracks[:whole], lengths[:whole])
-        self.pending, self.pending_lengths = tracks[whole:].copy(), lengths[whole:].copy()
-
-    def close(self) -> None:
-        if len(self.pending):
-            fill = self.jets - len(self.pending)
-            self._write(np.concatenate([self.pending, np.broadcast_to(
-                self.padding, (fill, *self.padding.shape))]),
-                np.concatenate([self.pending_lengths, np.zeros(fill, dtype=np.int64)]))
-            self.pending = self.pending[:0]
-
-    def _write(self, tracks: np.ndarray, lengths: np.ndarray) -> None:
-        tail = (0,) * (tracks.ndim - 1)
-        for k, data in enumerate(encode_chunks(tracks, lengths, self.jets)):
-            offset = (self.written, *tail)
-            if data is None:  # incompressible: stored with the filter marked as skipped
-                chunk = np.ascontiguousarray(tracks[k * self.jets:(k + 1) * self.jets])
-                self.dataset.id.write_direct_chunk(offset, chunk.tobytes(), filter_mask=1)
-            else:
-                self.dataset.id.write_direct_chunk(offset, data)
-            self.written += self.jets

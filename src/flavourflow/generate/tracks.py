@@ -106,7 +106,6 @@ class Tracks(_Columns):
     z0_sin_theta_sigma: np.ndarray
 
 
-
 def ip_resolution(p: np.ndarray, sin_theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sigma_d0, sigma_z0SinTheta) in mm for momentum ``p`` (GeV) and sin(theta)."""
     ms = 1.0 / (p * sin_theta**1.5)
