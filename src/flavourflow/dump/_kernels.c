@@ -274,13 +274,12 @@ int ff_build_tracks(int64_t n_jets, const int64_t *counts, const int64_t *starts
         double jphi = (double)jet_phi[j], jeta = (double)jet_eta[j], jpt = (double)jet_pt[j];
         double llr = 0.0;
         for (int64_t k = 0; k < n; k++) {
-            int64_t t = k;
-            dphi[k] = wrap(t_phi[t] - jphi);
-            deta[k] = t_eta[t] - jeta;
-            double d0_sign = t_d0[t] * sin(dphi[k]) < 0 ? -1.0 : 1.0;
-            double z0_sign = t_z0[t] * deta[k] <= 0 ? 1.0 : -1.0;
-            s_d0[k] = d0_sign * fabs(t_d0[t]) / t_d0u[t];
-            s_z0[k] = z0_sign * fabs(t_z0[t]) / t_z0u[t];
+            dphi[k] = wrap(t_phi[k] - jphi);
+            deta[k] = t_eta[k] - jeta;
+            double d0_sign = t_d0[k] * sin(dphi[k]) < 0 ? -1.0 : 1.0;
+            double z0_sign = t_z0[k] * deta[k] <= 0 ? 1.0 : -1.0;
+            s_d0[k] = d0_sign * fabs(t_d0[k]) / t_d0u[k];
+            s_z0[k] = z0_sign * fabs(t_z0[k]) / t_z0u[k];
             if (isfinite(s_d0[k])) {
                 double s = s_d0[k] < -30.0 ? -30.0 : (s_d0[k] > 60.0 ? 60.0 : s_d0[k]);
                 double light = light_pdf(s);
@@ -301,20 +300,20 @@ int ff_build_tracks(int64_t n_jets, const int64_t *counts, const int64_t *starts
         int64_t kept = n < max_tracks ? n : max_tracks;
         uint8_t *rows = out + j * max_tracks * row_bytes;
         for (int64_t r = 0; r < kept; r++) {
-            int64_t k = order[r], t = k;
+            int64_t k = order[r];
             uint8_t *row = rows + r * row_bytes;
-            put_f4(row, off[F_PT], t_pt[t]);
-            put_f4(row, off[F_ETA], t_eta[t]);
-            put_f4(row, off[F_PHI], t_phi[t]);
+            put_f4(row, off[F_PT], t_pt[k]);
+            put_f4(row, off[F_ETA], t_eta[k]);
+            put_f4(row, off[F_PHI], t_phi[k]);
             put_f4(row, off[F_DETA], deta[k]);
             put_f4(row, off[F_DPHI], dphi[k]);
             put_f4(row, off[F_DR], hypot(deta[k], dphi[k]));
-            put_f4(row, off[F_PTFRAC], t_pt[t] / jpt);
-            row[off[F_CHARGE]] = (uint8_t)(int8_t)(isnan(t_q[t]) ? -1.0 : t_q[t]);
-            put_f4(row, off[F_D0], t_d0[t]);
-            put_f4(row, off[F_Z0], t_z0[t]);
-            put_f4(row, off[F_D0U], t_d0u[t]);
-            put_f4(row, off[F_Z0U], t_z0u[t]);
+            put_f4(row, off[F_PTFRAC], t_pt[k] / jpt);
+            row[off[F_CHARGE]] = (uint8_t)(int8_t)(isnan(t_q[k]) ? -1.0 : t_q[k]);
+            put_f4(row, off[F_D0], t_d0[k]);
+            put_f4(row, off[F_Z0], t_z0[k]);
+            put_f4(row, off[F_D0U], t_d0u[k]);
+            put_f4(row, off[F_Z0U], t_z0u[k]);
             put_f4(row, off[F_SD0], s_d0[k]);
             put_f4(row, off[F_SZ0], s_z0[k]);
             row[off[F_VALID]] = 1;
