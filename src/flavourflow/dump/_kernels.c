@@ -111,10 +111,12 @@ static double sum8(const double *a) {
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-static void four_momentum(double pt, double eta, double phi, double mass, double *p) {
-    p[0] = pt * cos(phi);
-    p[1] = pt * sin(phi);
-    p[2] = pt * sinh(eta);
+/* (px, py, pz, E) of a track of mass `mass`, from cos(phi), sin(phi) and sinh(eta) */
+static void four_momentum(double pt, double cos_phi, double sin_phi, double sinh_eta,
+                          double mass, double *p) {
+    p[0] = pt * cos_phi;
+    p[1] = pt * sin_phi;
+    p[2] = pt * sinh_eta;
     p[3] = sqrt(p[0] * p[0] + p[1] * p[1] + p[2] * p[2] + mass * mass);
 }
 
@@ -157,8 +159,8 @@ static Vertex find_vertex(const uint8_t *rows, int64_t n_valid, int64_t row_byte
         uy[k] = sin(phi[k]);
         sin_t[k] = 1.0 / cosh(eta[k]);
         sh[k] = sinh(eta[k]);
-        four_momentum(pt[k], eta[k], phi[k], PION_MASS, pion[k]);
-        four_momentum(pt[k], eta[k], phi[k], PROTON_MASS, proton[k]);
+        four_momentum(pt[k], ux[k], uy[k], sh[k], PION_MASS, pion[k]);
+        four_momentum(pt[k], ux[k], uy[k], sh[k], PROTON_MASS, proton[k]);
     }
     double jx = cos(jet_phi), jy = sin(jet_phi);
     int in_vertex[MAX_CANDIDATES] = {0};
@@ -175,19 +177,23 @@ static Vertex find_vertex(const uint8_t *rows, int64_t n_valid, int64_t row_byte
             double vx = px_i + t_i * ux_i, vy = py_i + t_i * uy_i;
             double t_j = vx * ux_j + vy * uy_j - (px_j * ux_j + py_j * uy_j);
             double sin_i = sin_t[i], sin_j = sin_t[j];
+            int forward = (vx * jx + vy * jy) > 0;
+            /* the cheap cuts first: the z pull and the V0 masses only for pairs they pass */
+            if (!(fabs(sin_open) > MIN_SIN_OPENING && t_i > 0 && t_j > 0 && forward
+                  && hypot(vx, vy) < MAX_RADIUS))
+                continue;
             double z_i = z0[i] / sin_i + t_i * sh[i];
             double z_j = z0[j] / sin_j + t_j * sh[j];
             double z_pull = fabs(z_i - z_j) / hypot(sz[i] / sin_i, sz[j] / sin_j);
-            double mass_pp = pair_mass(pion[i], pion[j]);
-            int proton_first = pt[i] >= pt[j];
-            double mass_ppi = proton_first ? pair_mass(proton[i], pion[j])
-                                           : pair_mass(pion[i], proton[j]);
-            int v0 = q[i] * q[j] < 0 && (fabs(mass_pp - K0S_MASS) < K0S_WINDOW
-                                         || fabs(mass_ppi - LAMBDA_MASS) < LAMBDA_WINDOW);
-            int forward = (vx * jx + vy * jy) > 0;
-            int good = fabs(sin_open) > MIN_SIN_OPENING && t_i > 0 && t_j > 0 && forward
-                       && hypot(vx, vy) < MAX_RADIUS && z_pull < MAX_Z_PULL && !v0;
-            if (!good) continue;
+            if (!(z_pull < MAX_Z_PULL)) continue;
+            if (q[i] * q[j] < 0) {
+                double mass_pp = pair_mass(pion[i], pion[j]);
+                double mass_ppi = pt[i] >= pt[j] ? pair_mass(proton[i], pion[j])
+                                                 : pair_mass(pion[i], proton[j]);
+                if (fabs(mass_pp - K0S_MASS) < K0S_WINDOW
+                    || fabs(mass_ppi - LAMBDA_MASS) < LAMBDA_WINDOW)
+                    continue; /* a V0 */
+            }
             double pair_sigma = hypot(sd[i], sd[j]) / fabs(safe);
             n2trk++;
             sum_x += vx;
@@ -215,9 +221,9 @@ static Vertex find_vertex(const uint8_t *rows, int64_t n_valid, int64_t row_byte
     double e_valid = 0.0;
     for (int64_t r = 0; r < n_valid; r++) {
         const uint8_t *row = rows + r * row_bytes;
-        double m[4];
-        four_momentum((double)get_f4(row, off[F_PT]), (double)get_f4(row, off[F_ETA]),
-                      (double)get_f4(row, off[F_PHI]), PION_MASS, m);
+        double m[4], row_phi = (double)get_f4(row, off[F_PHI]);
+        four_momentum((double)get_f4(row, off[F_PT]), cos(row_phi), sin(row_phi),
+                      sinh((double)get_f4(row, off[F_ETA])), PION_MASS, m);
         e_valid += m[3];
     }
     v.sig = (float)(lxy / sigma);

@@ -74,6 +74,7 @@ def convert(events: ak.Array, selection: Selection, max_tracks: int,
     jets (see :func:`flavourflow.dump.blocks.build`). Works on the flat contents of the jagged
     branches: the selection is a mask on jets, and the tracks of the selected jets are found
     in the unselected track columns from their offsets."""
+    events = blocks.Columns(events)
     n_jets = blocks.counts(events["jet_pt"])
     pt = _flat(events, "jet_pt")
     eta = _flat(events, "jet_eta")
@@ -106,7 +107,7 @@ def convert(events: ak.Array, selection: Selection, max_tracks: int,
                         starts=blocks.flat_index(counts_all)[keep])
 
 
-def _flat(events: ak.Array, name: str) -> np.ndarray:
+def _flat(events: blocks.Columns, name: str) -> np.ndarray:
     """All values of a (jagged) branch, in order, as numpy."""
     return blocks.flat(events[name])
 

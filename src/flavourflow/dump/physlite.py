@@ -119,10 +119,11 @@ class Reader:
                                        path=self.path, field=name) from None
 
     # -- conversion ----------------------------------------------------------------------
-    def _get(self, events: ak.Array, name: str) -> ak.Array:
+    def _get(self, events: blocks.Columns, name: str) -> ak.contents.Content:
         return events[self.quantities[name].branch]
 
-    def _link(self, events: ak.Array, name: str) -> tuple[ak.Array, ak.Array]:
+    def _link(self, events: blocks.Columns,
+              name: str) -> tuple[ak.contents.Content, ak.contents.Content]:
         """(key, index) of an ElementLink quantity, split branches or one record branch."""
         if f"{name}_key" in self.quantities:
             return self._get(events, f"{name}_key"), self._get(events, f"{name}_index")
@@ -137,6 +138,7 @@ class Reader:
     def convert(self, events: ak.Array, selection: Selection,
                 max_tracks: int) -> tuple[np.ndarray, np.ndarray]:
         """One block of events -> (jets, tracks) of the selected jets."""
+        events = blocks.Columns(events)
         n_jets = blocks.counts(self._get(events, "jet_pt"))
         pt = blocks.flat(self._get(events, "jet_pt"))
         eta = blocks.flat(self._get(events, "jet_eta"))
@@ -154,14 +156,18 @@ class Reader:
             .astype(np.int64)[event_of_jet[keep]],
         }
         if "mcEventWeights" in self.quantities:
-            weights = ak.fill_none(ak.firsts(self._get(events, "mcEventWeights")), np.nan)
-            jets["mcEventWeight"] = ak.to_numpy(weights)[event_of_jet[keep]]
+            weights = self._get(events, "mcEventWeights")  # the first, NaN where none
+            n_weights = blocks.counts(weights)
+            first = np.full(len(n_weights), np.nan, dtype=np.float32)
+            first[n_weights > 0] = blocks.flat(weights)[blocks.flat_index(n_weights)
+                                                        [n_weights > 0]]
+            jets["mcEventWeight"] = first[event_of_jet[keep]]
         jets.update(self._tagger_outputs(events, event_of_jet, keep))
         counts, tracks = self._tracks(events, event_of_jet, keep)
         return blocks.build(jets, counts, tracks, max_tracks,
                             blocks.jet_dtype(self.extra_fields))
 
-    def _tagger_outputs(self, events: ak.Array, event_of_jet: np.ndarray,
+    def _tagger_outputs(self, events: blocks.Columns, event_of_jet: np.ndarray,
                         keep: np.ndarray) -> dict[str, np.ndarray]:
         if not self.taggers:
             return {}
@@ -184,7 +190,7 @@ class Reader:
             out[name] = values[keep]
         return out
 
-    def _tracks(self, events: ak.Array, event_of_jet: np.ndarray,
+    def _tracks(self, events: blocks.Columns, event_of_jet: np.ndarray,
                 keep: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Tracks of the selected jets through their GhostTrack links, jet after jet."""
         key, index = self._link(events, "GhostTrack")
@@ -234,7 +240,7 @@ class Reader:
         }
         return counts, {name: values[good] for name, values in tracks.items()}
 
-    def _primary_vertex(self, events: ak.Array,
+    def _primary_vertex(self, events: blocks.Columns,
                         event: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per track: the primary vertex's (x, y) offset from the beam spot and its z; zeros
         where the file or the event has none (the tracks then stay w.r.t. the beam line)."""
@@ -265,7 +271,7 @@ class Reader:
         return (np.where(has_pv, first_pv("pv_x") - beam_x, 0.0),
                 np.where(has_pv, first_pv("pv_y") - beam_y, 0.0), z_pv)
 
-    def _covariance(self, events: ak.Array, where: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _covariance(self, events: blocks.Columns, where: np.ndarray) -> tuple[np.ndarray, ...]:
         """var(d0), var(z0), var(theta), cov(theta, z0) of the tracks at ``where``."""
 
         def elements(name: str, indices: list[int]) -> list[np.ndarray]:
