@@ -6,8 +6,10 @@
  * both give the same bytes:
  *   ff_build_tracks   flavourflow.dump.blocks.build (signs, significances, order, padding),
  *                     flavourflow.dump.taggers.ip2d_llr_flat and flavourflow.dump.vertexing.find
+ *   ff_ghost_tracks   flavourflow.dump.physlite._ghost_tracks_numpy (PHYSLITE tracks by link)
  *   ff_lzf_encode     flavourflow.dump.lzf.encode_chunks
  *   ff_valid_prefix   flavourflow.dump.h5._valid_prefix
+ *   ff_interleave     numpy's assignment of columns to the fields of records
  * tests/test_kernels.py compares each with its reference. ff_lzf_rows (the jets' chunks) has
  * none: without the kernels h5py's own LZF filter compresses them, and the tests read what it
  * writes back through h5py.
@@ -335,6 +337,106 @@ int ff_build_tracks(int64_t n_jets, const int64_t *counts, const int64_t *starts
         sv_n2trk[j] = v.n2trk;
     }
     free(work); free(keys); free(order);
+    return 0;
+}
+
+/* ---- ff_ghost_tracks -------------------------------------------------------------------- */
+static double value_at(const void *column, int32_t kind, int64_t i) { /* kind 1: float32 */
+    return kind ? (double)((const float *)column)[i] : ((const double *)column)[i];
+}
+
+/* The PHYSLITE tracks of the selected jets through their GhostTrack links (physlite.py's
+ * _ghost_tracks_numpy, its reference). Links of jet j: n_links[j] (key, index) pairs, jet
+ * after jet; a link is followed if its jet is kept, its key is wanted_key (any non-zero if
+ * -1) and 0 <= index < n_trk of the jet's event. Per track t (flat over the events, the
+ * event's tracks from trk_first): the columns d0 z0 theta phi qOverP [vz] (kinds: 1 float32,
+ * 0 float64) and four covariance elements, element cov_k[e] of the vector of cov_len[e][t]
+ * values from cov_first[e][t] (NaN beyond it); compressed: the fourth is the theta-z0
+ * correlation coefficient. Per event: the primary vertex offset (pv_dx, pv_dy, pv_z).
+ * Writes the selected tracks' pt eta phi charge d0 z0SinTheta d0Uncertainty
+ * z0SinThetaUncertainty to out[0..7] (capacity: all links), the count of each kept jet
+ * (zeroed by the caller) and stats (links of kept jets, followed, selected tracks). Returns
+ * the number of tracks written. */
+int64_t ff_ghost_tracks(int64_t n_jets, const int64_t *n_links, const uint8_t *keep,
+                        const int64_t *event_of_jet, const int64_t *key, const int64_t *index,
+                        int64_t wanted_key, const int64_t *n_trk, const int64_t *trk_first,
+                        const void *const *cols, const int32_t *kinds, int32_t has_vz,
+                        const double *pv_dx, const double *pv_dy, const double *pv_z,
+                        const void *const *cov_values, const int32_t *cov_kinds,
+                        const int64_t *const *cov_first, const int64_t *const *cov_len,
+                        const int64_t *cov_k, int32_t compressed, const double *cuts,
+                        double *const *out, int64_t *counts, int64_t *stats) {
+    int64_t link = 0, n_out = 0, kept_jet = -1;
+    for (int64_t j = 0; j < n_jets; j++) {
+        int64_t first_link = link;
+        link += n_links[j];
+        if (!keep[j]) continue;
+        kept_jet++;
+        stats[0] += n_links[j];
+        int64_t e = event_of_jet[j];
+        for (int64_t l = first_link; l < link; l++) {
+            int key_ok = wanted_key >= 0 ? key[l] == wanted_key : key[l] != 0;
+            if (!(key_ok && index[l] >= 0 && index[l] < n_trk[e])) continue;
+            stats[1]++;
+            int64_t t = trk_first[e] + index[l];
+            double d0 = value_at(cols[0], kinds[0], t), z0 = value_at(cols[1], kinds[1], t);
+            double theta = value_at(cols[2], kinds[2], t), phi = value_at(cols[3], kinds[3], t);
+            double qoverp = value_at(cols[4], kinds[4], t);
+            if (has_vz) z0 = z0 + value_at(cols[5], kinds[5], t);
+            double dx = pv_dx[e], dy = pv_dy[e];
+            z0 = z0 - pv_z[e];
+            d0 = d0 - (-dx * sin(phi) + dy * cos(phi));
+            double c[4];
+            for (int k = 0; k < 4; k++)
+                c[k] = cov_len[k][t] > cov_k[k]
+                           ? value_at(cov_values[k], cov_kinds[k], cov_first[k][t] + cov_k[k])
+                           : NAN;
+            double var_d0 = c[0], var_z0 = c[1], var_th = c[2];
+            double cov_thz0 = compressed ? c[3] * sqrt(var_th * var_z0) : c[3];
+            double sin_t = sin(theta), cos_t = cos(theta);
+            double pt = sin_t / fabs(qoverp);
+            double zc = z0 * cos_t;
+            double sigma_z0st = sqrt(sin_t * sin_t * var_z0 + zc * zc * var_th
+                                     + 2.0 * z0 * sin_t * cos_t * cov_thz0);
+            double eta = -log(tan(0.5 * theta));
+            double z0st = z0 * sin_t;
+            if (!(pt > cuts[0] && fabs(eta) < cuts[1] && fabs(d0) < cuts[2]
+                  && fabs(z0st) < cuts[3]))
+                continue;
+            out[0][n_out] = pt;
+            out[1][n_out] = eta;
+            out[2][n_out] = phi;
+            out[3][n_out] = sign_of(qoverp);
+            out[4][n_out] = -d0;
+            out[5][n_out] = z0st;
+            out[6][n_out] = sqrt(var_d0);
+            out[7][n_out] = sigma_z0st;
+            n_out++;
+            counts[kept_jet]++;
+        }
+    }
+    stats[2] = n_out;
+    return n_out;
+}
+
+/* ---- ff_interleave ---------------------------------------------------------------------- */
+/* Columns into the fields of n records of row_bytes: field f (sizes[f] bytes at offsets[f])
+ * of record i is element i of cols[f]; what numpy's field assignments do, in one call. */
+int ff_interleave(int64_t n, int64_t n_fields, const void *const *cols, const int64_t *sizes,
+                  uint8_t *out, int64_t row_bytes, const int64_t *offsets) {
+    for (int64_t f = 0; f < n_fields; f++) {
+        const uint8_t *src = cols[f];
+        uint8_t *dst = out + offsets[f];
+        int64_t size = sizes[f];
+        if (size == 4) {
+            for (int64_t i = 0; i < n; i++) memcpy(dst + i * row_bytes, src + i * 4, 4);
+        } else if (size == 8) {
+            for (int64_t i = 0; i < n; i++) memcpy(dst + i * row_bytes, src + i * 8, 8);
+        } else {
+            for (int64_t i = 0; i < n; i++)
+                memcpy(dst + i * row_bytes, src + i * size, (size_t)size);
+        }
+    }
     return 0;
 }
 

@@ -84,14 +84,8 @@ def filled(shape: int | tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     for name in dtype.names:
         template[name] = missing_value(dtype[name])
     row = np.frombuffer(template.tobytes(), dtype=np.uint8)
-    out = np.empty(int(np.prod(shape)) * len(row), dtype=np.uint8)
-    done = min(len(row), len(out))
-    out[:done] = row[:done]
-    while done < len(out):  # doubling copies: memcpy speed, whatever the row size
-        step = min(done, len(out) - done)
-        out[done:done + step] = out[:step]
-        done += step
-    return out.view(dtype).reshape(shape)
+    # the row's bytes repeated (one call, at memcpy speed: copying records is 20x slower)
+    return np.tile(row, int(np.prod(shape))).view(dtype).reshape(shape)
 
 
 def descending_magnitude(values: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -132,19 +126,19 @@ def build(jets: Mapping[str, np.ndarray], counts: np.ndarray,
     n = len(counts)
     counts = np.asarray(counts, dtype=np.int64)
     out = filled(n, dtype)
-    for name, values in jets.items():
-        out[name] = values
-    out["n_tracks"] = counts
     if kernels.available():
         if starts is None:
             starts = np.cumsum(counts) - counts
         padded, baselines = kernels.build_tracks(
-            counts, starts, out["pt"], out["eta"], out["phi"],
+            counts, starts,
+            *(np.asarray(jets.get(k, out[k]), dtype[k]) for k in ("pt", "eta", "phi")),
             [tracks[name] for name in TRACK_INPUTS], max_tracks, TRACK_DTYPE,
             filled(1, TRACK_DTYPE))
-        for name, values in baselines.items():
-            out[name] = values
+        kernels.interleave(out, {**jets, "n_tracks": counts, **baselines})
         return out, padded
+    for name, values in jets.items():
+        out[name] = values
+    out["n_tracks"] = counts
     if starts is not None:  # the tracks of the jets, jet after jet
         index = np.arange(counts.sum()) + np.repeat(starts - (np.cumsum(counts) - counts),
                                                     counts)

@@ -31,10 +31,13 @@ def _candidates() -> list[Path]:
     return [p for p in dict.fromkeys(own + others) if p.exists()]
 
 
-#: Each kernel's argument types (all return an int status).
+#: Each kernel's argument types (all return an int status, but ff_ghost_tracks a count).
 _SIGNATURES = {
     "ff_build_tracks": [_I, _P, _P, _P, _P, _P, _P, _P, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P,
                         _P, _P],
+    "ff_ghost_tracks": [_I, _P, _P, _P, _P, _P, _I, _P, _P, _P, _P, ctypes.c_int32, _P, _P,
+                        _P, _P, _P, _P, _P, _P, ctypes.c_int32, _P, _P, _P, _P],
+    "ff_interleave": [_I, _I, _P, _P, _P, _I, _P],
     "ff_valid_prefix": [_P, _I, _I, _I, _I, _P],
     "ff_lzf_encode": [_P, _I, _I, _I, _P, _I, _P, _P],
     "ff_lzf_rows": [_P, _I, _I, _I, _P, _P],
@@ -56,7 +59,8 @@ def _load() -> ctypes.CDLL | None:
             lib = ctypes.CDLL(str(path))
             for name, argtypes in _SIGNATURES.items():
                 function = getattr(lib, name)
-                function.argtypes, function.restype = argtypes, ctypes.c_int
+                function.argtypes = argtypes
+                function.restype = ctypes.c_int64 if name == "ff_ghost_tracks" else ctypes.c_int
         except (OSError, AttributeError) as err:  # another platform's, or an older build
             log.warning("cannot use %s (%s)", path.name, err)
             continue
@@ -111,6 +115,77 @@ def build_tracks(counts: np.ndarray, starts: np.ndarray, jet_pt: np.ndarray,
     if status:
         raise MemoryError("ff_build_tracks: out of memory")
     return out, results
+
+
+def _columns(arrays: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """float32 arrays as they are, others as float64; and their kinds (1: float32)."""
+    columns = [_contiguous(x, np.float32 if np.asarray(x).dtype == np.float32 else np.float64)
+               for x in arrays]
+    return columns, np.array([c.dtype == np.float32 for c in columns], dtype=np.int32)
+
+
+def _pointers(arrays: list[np.ndarray]) -> ctypes.Array:
+    return (ctypes.c_void_p * len(arrays))(*map(_ptr, arrays))
+
+
+def ghost_tracks(links, event_of_jet: np.ndarray, keep: np.ndarray, cuts: dict[str, float],
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, int]]:
+    """:func:`flavourflow.dump.physlite._ghost_tracks_numpy`, compiled (``links``: a
+    :class:`flavourflow.dump.physlite.GhostLinks`)."""
+    n_jets = len(links.n_links)
+    n_links, key, index, event_of_jet, n_tracks, track_first = (
+        _contiguous(x, np.int64) for x in (links.n_links, links.key, links.index, event_of_jet,
+                                           links.n_tracks, links.track_first))
+    keep = _contiguous(keep, np.uint8)
+    has_vz = "vz" in links.columns
+    columns, kinds = _columns([links.columns[name] for name in
+                               ("d0", "z0", "theta", "phi", "qOverP", "vz")[:5 + has_vz]])
+    n_all = min(map(len, columns))
+    vertex = [_contiguous(x, np.float64) for x in links.vertex]
+    cov_values, cov_kinds = _columns([c[0] for c in links.covariance])
+    cov_first, cov_len = ([_contiguous(c[k], np.int64) for c in links.covariance]
+                          for k in (1, 2))
+    if (len(event_of_jet) != n_jets or len(keep) != n_jets or len(key) != len(index)
+            or int(n_links.sum()) != len(key) or len(n_tracks) != len(track_first)
+            or any(len(v) != len(n_tracks) for v in vertex)
+            or (n_jets and (event_of_jet.min() < 0 or event_of_jet.max() >= len(n_tracks)))
+            or (len(n_tracks) and int((track_first + n_tracks).max()) > n_all)
+            or any(len(f) < n_all or len(n) < n_all or (len(f) and int((f + n).max()) > len(v))
+                   for v, f, n in zip(cov_values, cov_first, cov_len, strict=True))):
+        raise ValueError("ghost links, jets, tracks and covariances do not fit together")
+    cut_values = np.array([cuts[name] for name in ("pt_min", "abs_eta_max", "abs_d0_max",
+                                                   "abs_z0SinTheta_max")], dtype=np.float64)
+    out = np.empty((8, len(key)), np.float64)
+    counts = np.zeros(int(keep.sum()), np.int64)
+    stats = np.zeros(3, np.int64)
+    n = _LIB.ff_ghost_tracks(
+        n_jets, _ptr(n_links), _ptr(keep), _ptr(event_of_jet), _ptr(key), _ptr(index),
+        links.wanted_key, _ptr(n_tracks), _ptr(track_first), _pointers(columns), _ptr(kinds),
+        int(has_vz), *map(_ptr, vertex), _pointers(cov_values), _ptr(cov_kinds),
+        _pointers(cov_first), _pointers(cov_len),
+        _ptr(np.array([c[3] for c in links.covariance], dtype=np.int64)),
+        int(links.compressed), _ptr(cut_values), _pointers(list(out)), _ptr(counts),
+        _ptr(stats))
+    names = ("pt", "eta", "phi", "charge", "d0", "z0SinTheta", "d0Uncertainty",
+             "z0SinThetaUncertainty")
+    return (counts, {name: out[k, :n] for k, name in enumerate(names)},
+            dict(zip(("ghost_links", "ghost_links_valid", "tracks_selected"), map(int, stats),
+                     strict=True)))
+
+
+def interleave(out: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+    """``out[name] = values`` for each column, in one call: numpy copies each field of the same
+    dtype without the GIL, so a reader's twenty-odd fields took the GIL back twenty-odd
+    times per block from the thread reading the next one (each time a wait of up to 5 ms)."""
+    if not out.flags.c_contiguous or out.ndim != 1:
+        raise ValueError("interleave needs a 1-D contiguous array of records")
+    cols = [_contiguous(values, out.dtype[name]) for name, values in columns.items()]
+    if any(c.shape != out.shape for c in cols):
+        raise ValueError(f"columns of {[len(c) for c in cols]} values for {len(out)} records")
+    sizes = np.array([c.itemsize for c in cols], dtype=np.int64)
+    offsets = np.array([out.dtype.fields[name][1] for name in columns], dtype=np.int64)
+    _LIB.ff_interleave(len(out), len(cols), _pointers(cols), _ptr(sizes), _ptr(out),
+                       out.dtype.itemsize, _ptr(offsets))
 
 
 def valid_prefix(tracks: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ import uproot
 
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import LABEL_FIELD
-from flavourflow.dump import blocks
+from flavourflow.dump import blocks, kernels
 from flavourflow.dump.blocks import Selection
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,78 @@ class Stats:
     btag_links: int = 0
     btag_links_valid: int = 0
     btag_links_reordered: int = 0
+
+
+@dataclass
+class GhostLinks:
+    """What the tracks of a block's jets are found from: per jet its GhostTrack links, per
+    event its tracks (``columns``: d0 z0 theta phi qOverP [vz], as read) and primary vertex
+    offset, per track its covariance elements (see :meth:`Reader._covariance`)."""
+
+    n_links: np.ndarray
+    key: np.ndarray
+    index: np.ndarray
+    wanted_key: int  # -1: any non-zero key
+    n_tracks: np.ndarray
+    track_first: np.ndarray
+    columns: dict[str, np.ndarray]
+    vertex: tuple[np.ndarray, np.ndarray, np.ndarray]
+    covariance: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]
+    compressed: bool
+
+
+def _ghost_tracks_numpy(links: GhostLinks, event_of_jet: np.ndarray, keep: np.ndarray,
+                        cuts: dict[str, float],
+                        ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, int]]:
+    """The selected tracks of the kept jets (TRACK_INPUTS, jet after jet), each kept jet's
+    count of them and the link counts: the numpy reference of the compiled kernel."""
+    jet_of_link = np.repeat(np.arange(len(links.n_links)), links.n_links)
+    event_of_link = event_of_jet[jet_of_link]
+    key_ok = links.key == links.wanted_key if links.wanted_key >= 0 else links.key != 0
+    valid = key_ok & (links.index >= 0) & (links.index < links.n_tracks[event_of_link])
+    selected = keep[jet_of_link]
+    valid &= selected
+    track = (links.track_first[event_of_link] + links.index)[valid]
+    event = event_of_link[valid]
+
+    def column(name: str) -> np.ndarray:
+        return links.columns[name][track].astype(np.float64)
+
+    d0, z0, theta, phi, qoverp = (column(v) for v in ("d0", "z0", "theta", "phi", "qOverP"))
+    if "vz" in links.columns:
+        z0 = z0 + column("vz")
+    dx, dy, z_pv = (values[event] for values in links.vertex)
+    z0 = z0 - z_pv
+    d0 = d0 - (-dx * np.sin(phi) + dy * np.cos(phi))
+    elements = []
+    for values, first, length, k in links.covariance:
+        element = np.full(len(track), np.nan)
+        has = length[track] > k
+        element[has] = values[first[track[has]] + k]
+        elements.append(element)
+    var_d0, var_z0, var_th, cov_thz0 = elements
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if links.compressed:
+            cov_thz0 = cov_thz0 * np.sqrt(var_th * var_z0)
+        sin_t, cos_t = np.sin(theta), np.cos(theta)
+        pt = sin_t / np.abs(qoverp)
+        sigma_z0st = np.sqrt(sin_t**2 * var_z0 + (z0 * cos_t) ** 2 * var_th
+                             + 2.0 * z0 * sin_t * cos_t * cov_thz0)
+        eta = -np.log(np.tan(0.5 * theta))
+    z0st = z0 * sin_t
+    good = ((pt > cuts["pt_min"]) & (np.abs(eta) < cuts["abs_eta_max"])
+            & (np.abs(d0) < cuts["abs_d0_max"]) & (np.abs(z0st) < cuts["abs_z0SinTheta_max"]))
+    new_jet = (np.cumsum(keep) - 1)[jet_of_link[valid][good]]
+    counts = np.bincount(new_jet, minlength=int(keep.sum()))
+    tracks = {
+        "pt": pt, "eta": eta, "phi": phi, "charge": np.sign(qoverp),
+        "d0": -d0,  # ATLAS perigee sign -> flavourflow's (see flavourflow.dump.blocks)
+        "z0SinTheta": z0st, "d0Uncertainty": np.sqrt(var_d0),
+        "z0SinThetaUncertainty": sigma_z0st,
+    }
+    stats = {"ghost_links": int(selected.sum()), "ghost_links_valid": int(valid.sum()),
+             "tracks_selected": int(good.sum())}
+    return counts, {name: values[good] for name, values in tracks.items()}, stats
 
 
 @dataclass
@@ -181,70 +253,43 @@ class Reader:
         self.stats.btag_links += len(key)
         self.stats.btag_links_valid += int(ok.sum())
         self.stats.btag_links_reordered += int((ok & (index != position)).sum())
-        where = blocks.flat_index(n_btag)[event_of_jet] + index
+        linked = ok[keep]  # the selected jets with a b-tagging object, and where it is
+        where = (blocks.flat_index(n_btag)[event_of_jet] + index)[keep][linked]
         out = {}
         for name in self.extra_fields:
-            flat = blocks.flat(self._get(events, name)).astype(np.float32)
-            values = np.full(len(key), np.nan, dtype=np.float32)
-            values[ok] = flat[where[ok]]
-            out[name] = values[keep]
+            values = np.full(len(linked), np.nan, dtype=np.float32)
+            values[linked] = blocks.flat(self._get(events, name))[where]
+            out[name] = values
         return out
 
     def _tracks(self, events: blocks.Columns, event_of_jet: np.ndarray,
                 keep: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Tracks of the selected jets through their GhostTrack links, jet after jet."""
         key, index = self._link(events, "GhostTrack")
-        n_links = blocks.counts(key, 2)
-        key = blocks.flat(key).astype(np.int64)
-        index = blocks.flat(index).astype(np.int64)
-        jet_of_link = np.repeat(np.arange(len(n_links)), n_links)
-        event_of_link = event_of_jet[jet_of_link]
         n_tracks = blocks.counts(self._get(events, "trk_d0"))
-        valid = self._valid_key(key, TRACKS) & (index >= 0) & (index < n_tracks[event_of_link])
-        self.stats.ghost_links += int(keep[jet_of_link].sum())
-        valid &= keep[jet_of_link]
-        self.stats.ghost_links_valid += int(valid.sum())
-        where = (blocks.flat_index(n_tracks)[event_of_link] + index)[valid]
-        event = event_of_link[valid]
-
-        def track(name: str) -> np.ndarray:
-            return blocks.flat(self._get(events, name)).astype(np.float64)[where]
-
-        d0, z0, theta, phi, qoverp = (track(f"trk_{v}") for v in
-                                      ("d0", "z0", "theta", "phi", "qOverP"))
-        if "trk_vz" in self.quantities:
-            z0 = z0 + track("trk_vz")
-        dx, dy, z_pv = self._primary_vertex(events, event)
-        z0 = z0 - z_pv
-        d0 = d0 - (-dx * np.sin(phi) + dy * np.cos(phi))
-        var_d0, var_z0, var_th, cov_thz0 = self._covariance(events, where)
-        sin_t, cos_t = np.sin(theta), np.cos(theta)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pt = sin_t / np.abs(qoverp)
-            sigma_z0st = np.sqrt(sin_t**2 * var_z0 + (z0 * cos_t) ** 2 * var_th
-                                 + 2.0 * z0 * sin_t * cos_t * cov_thz0)
-        eta = -np.log(np.tan(0.5 * theta))
-        z0st = z0 * sin_t
-        cuts = TRACK_CUTS
-        good = ((pt > cuts["pt_min"]) & (np.abs(eta) < cuts["abs_eta_max"])
-                & (np.abs(d0) < cuts["abs_d0_max"])
-                & (np.abs(z0st) < cuts["abs_z0SinTheta_max"]))
-        self.stats.tracks_selected += int(good.sum())
-        new_jet = (np.cumsum(keep) - 1)[jet_of_link[valid][good]]
-        counts = np.bincount(new_jet, minlength=int(keep.sum()))
-        tracks = {
-            "pt": pt, "eta": eta, "phi": phi, "charge": np.sign(qoverp),
-            "d0": -d0,  # ATLAS perigee sign -> flavourflow's (see flavourflow.dump.blocks)
-            "z0SinTheta": z0st, "d0Uncertainty": np.sqrt(var_d0),
-            "z0SinThetaUncertainty": sigma_z0st,
-        }
-        return counts, {name: values[good] for name, values in tracks.items()}
+        names = ["d0", "z0", "theta", "phi", "qOverP"] + (["vz"] if "trk_vz" in self.quantities
+                                                         else [])
+        links = GhostLinks(
+            n_links=blocks.counts(key, 2), key=blocks.flat(key).astype(np.int64),
+            index=blocks.flat(index).astype(np.int64),
+            wanted_key=(self.keys[TRACKS] if self.keys is not None and TRACKS in self.keys
+                        else -1),
+            n_tracks=n_tracks, track_first=blocks.flat_index(n_tracks),
+            columns={name: blocks.flat(self._get(events, f"trk_{name}")) for name in names},
+            vertex=self._primary_vertex(events, len(n_tracks)),
+            covariance=self._covariance(events), compressed=self.covariance != "full")
+        find = kernels.ghost_tracks if kernels.available() else _ghost_tracks_numpy
+        counts, tracks, stats = find(links, event_of_jet, keep, TRACK_CUTS)
+        self.stats.ghost_links += stats["ghost_links"]
+        self.stats.ghost_links_valid += stats["ghost_links_valid"]
+        self.stats.tracks_selected += stats["tracks_selected"]
+        return counts, tracks
 
     def _primary_vertex(self, events: blocks.Columns,
-                        event: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per track: the primary vertex's (x, y) offset from the beam spot and its z; zeros
+                        n_events: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per event: the primary vertex's (x, y) offset from the beam spot and its z; zeros
         where the file or the event has none (the tracks then stay w.r.t. the beam line)."""
-        zeros = np.zeros(len(event))
+        zeros = np.zeros(n_events)
         if "pv_z" not in self.quantities:
             return zeros, zeros, zeros
         types = self._get(events, "pv_type")
@@ -254,7 +299,6 @@ class Reader:
         none = len(event_of_vertex)
         first = np.full(len(n_vertices), none)
         np.minimum.at(first, event_of_vertex[is_pv], is_pv)  # each event's first PV
-        first = first[event]
 
         def first_pv(name: str) -> np.ndarray:
             values = blocks.flat(self._get(events, name)).astype(np.float64)
@@ -266,39 +310,33 @@ class Reader:
         z_pv = np.where(has_pv, z_pv, 0.0)
         if "beam_x" not in self.quantities:
             return zeros, zeros, z_pv
-        beam_x = blocks.flat(self._get(events, "beam_x")).astype(np.float64)[event]
-        beam_y = blocks.flat(self._get(events, "beam_y")).astype(np.float64)[event]
+        beam_x = blocks.flat(self._get(events, "beam_x")).astype(np.float64)
+        beam_y = blocks.flat(self._get(events, "beam_y")).astype(np.float64)
         return (np.where(has_pv, first_pv("pv_x") - beam_x, 0.0),
                 np.where(has_pv, first_pv("pv_y") - beam_y, 0.0), z_pv)
 
-    def _covariance(self, events: blocks.Columns, where: np.ndarray) -> tuple[np.ndarray, ...]:
-        """var(d0), var(z0), var(theta), cov(theta, z0) of the tracks at ``where``."""
+    def _covariance(self, events: blocks.Columns) -> list[tuple[np.ndarray, np.ndarray,
+                                                                np.ndarray, int]]:
+        """Where var(d0), var(z0), var(theta) and cov(theta, z0) (compressed: the theta-z0
+        correlation coefficient) of each track are: (values, first, length, k) for element
+        k of the vector of ``length[t]`` values from ``first[t]`` of track t."""
+        vectors = {}
 
-        def elements(name: str, indices: list[int]) -> list[np.ndarray]:
-            """Elements ``indices`` of the per-track vectors (NaN beyond a short one)."""
-            lengths = blocks.counts(self._get(events, name), 2)
-            values = blocks.flat(self._get(events, name))
-            first = blocks.flat_index(lengths)[where]
-            lengths = lengths[where]
-            out = []
-            for k in indices:
-                column = np.full(len(where), np.nan)
-                has = lengths > k
-                column[has] = values[first[has] + k]
-                out.append(column)
-            return out
+        def element(name: str, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+            if name not in vectors:
+                lengths = blocks.counts(self._get(events, name), 2)
+                vectors[name] = (blocks.flat(self._get(events, name)),
+                                 blocks.flat_index(lengths), lengths)
+            return (*vectors[name], k)
 
         def lower(rc: tuple[int, int]) -> int:  # packed lower triangle, row by row
             return rc[0] * (rc[0] + 1) // 2 + rc[1]
 
         if self.covariance == "full":
-            return tuple(elements("trk_cov", [lower(rc) for rc in (_D0D0, _Z0Z0, _THTH,
-                                                                   _THZ0)]))
-        var_d0, var_z0, var_th = elements("trk_cov_diag", [_D0D0[0], _Z0Z0[0], _THTH[0]])
+            return [element("trk_cov", lower(rc)) for rc in (_D0D0, _Z0Z0, _THTH, _THZ0)]
         # correlation coefficients below the diagonal, row by row: (i, j) -> i(i-1)/2 + j
-        (rho,) = elements("trk_cov_offdiag", [_THZ0[0] * (_THZ0[0] - 1) // 2 + _THZ0[1]])
-        with np.errstate(invalid="ignore"):
-            return var_d0, var_z0, var_th, rho * np.sqrt(var_th * var_z0)
+        return [*(element("trk_cov_diag", rc[0]) for rc in (_D0D0, _Z0Z0, _THTH)),
+                element("trk_cov_offdiag", _THZ0[0] * (_THZ0[0] - 1) // 2 + _THZ0[1])]
 
     def provenance(self) -> dict[str, object]:
         s = self.stats
