@@ -14,8 +14,12 @@ from flavourflow import __version__
 from flavourflow.dump import kernels, lzf
 from flavourflow.dump.blocks import filled
 
-#: Elements per HDF5 chunk; a `tracks` chunk always holds whole jets.
+#: Elements per HDF5 chunk of `jets` (rows) and of `tracks` (whole jets: 409 of 40 tracks,
+#: 0.9 MB raw, within h5py's 1 MiB chunk cache). Every chunk written is a call that gives the
+#: GIL to the reading thread and takes it back: 16384 makes 4x fewer than 4096 did, files
+#: 0.2 % smaller, reads as fast or faster (batches of 100 to 10 000 jets, PHYSLITE dump).
 CHUNK_ELEMENTS = 4096
+TRACK_CHUNK_ELEMENTS = 16384
 #: h5py's built-in filters: lzf, gzip (level 4) or gzip-<level>, or none.
 COMPRESSIONS = ("lzf", "gzip", *(f"gzip-{level}" for level in range(1, 10)), "none")
 #: Chosen by benchmarks/bench_compression.py: lzf writes fastest of the filters that
@@ -161,7 +165,8 @@ class TDDWriter:
             shape=(0, *block.shape[1:]),
             maxshape=(None, *block.shape[1:]),
             dtype=block.dtype,
-            chunks=(max(1, CHUNK_ELEMENTS // int(np.prod(block.shape[1:]))), *block.shape[1:]),
+            chunks=(max(1, (CHUNK_ELEMENTS if block.ndim == 1 else TRACK_CHUNK_ELEMENTS)
+                        // int(np.prod(block.shape[1:]))), *block.shape[1:]),
             **self.filters,
         )
 
