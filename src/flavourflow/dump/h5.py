@@ -26,7 +26,7 @@ COMPRESSIONS = ("lzf", "gzip", *(f"gzip-{level}" for level in range(1, 10)), "no
 #: compress, and the byte shuffle, which helps homogeneous arrays, makes these compound rows
 #: (4-, 1- and 8-byte fields mixed) both slower and larger. With lzf, flavourflow encodes the
 #: chunks itself (`tracks`: :mod:`flavourflow.dump.lzf`, padding as back-references; `jets`:
-#: :func:`flavourflow.dump.kernels.lzf_rows`): 5-6 times h5py's write speed with the compiled
+#: :func:`flavourflow.dump.kernels.lzf_rows`): 5-8 times h5py's write speed with the compiled
 #: kernels, the same reads, files within 1 % of h5py's size.
 DEFAULT_COMPRESSION = "lzf"
 DEFAULT_SHUFFLE = False
