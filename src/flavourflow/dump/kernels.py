@@ -86,6 +86,17 @@ def _contiguous(array: np.ndarray, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtype)
 
 
+def _columns(arrays: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """float32 arrays as they are, others as float64; and their kinds (1: float32)."""
+    columns = [_contiguous(x, np.float32 if np.asarray(x).dtype == np.float32 else np.float64)
+               for x in arrays]
+    return columns, np.array([c.dtype == np.float32 for c in columns], dtype=np.int32)
+
+
+def _pointers(arrays: list[np.ndarray]) -> ctypes.Array:
+    return (ctypes.c_void_p * len(arrays))(*map(_ptr, arrays))
+
+
 def build_tracks(counts: np.ndarray, starts: np.ndarray, jet_pt: np.ndarray,
                  jet_eta: np.ndarray, jet_phi: np.ndarray, inputs: list[np.ndarray],
                  max_tracks: int, dtype: np.dtype, padding_row: np.ndarray,
@@ -97,35 +108,22 @@ def build_tracks(counts: np.ndarray, starts: np.ndarray, jet_pt: np.ndarray,
     counts = _contiguous(counts, np.int64)
     starts = _contiguous(starts, np.int64)
     jets = [_contiguous(x, np.float32) for x in (jet_pt, jet_eta, jet_phi)]
-    columns = [_contiguous(x, np.float32 if np.asarray(x).dtype == np.float32 else np.float64)
-               for x in inputs]
+    columns, kinds = _columns(inputs)
     if n and (starts.min() < 0 or int((starts + counts).max()) > min(map(len, columns))):
         raise ValueError("track ranges beyond the inputs")
-    pointers = (ctypes.c_void_p * len(columns))(*map(_ptr, columns))
-    kinds = np.array([c.dtype == np.float32 for c in columns], dtype=np.int32)
     offsets = np.array([dtype.fields[name][1] for name in dtype.names], dtype=np.int64)
     out = np.empty((n, max_tracks), dtype=dtype)
     results = {name: np.empty(n, np.float32)
                for name in ("ip2d_llr", "sv_sig", "sv_Lxy", "sv_mass", "sv_efrac")}
     results.update(sv_ntrk=np.empty(n, np.int32), sv_n2trk=np.empty(n, np.int32))
     padding = _contiguous(padding_row.view(np.uint8).reshape(-1), np.uint8)
-    status = _LIB.ff_build_tracks(n, _ptr(counts), _ptr(starts), *map(_ptr, jets), pointers,
+    status = _LIB.ff_build_tracks(n, _ptr(counts), _ptr(starts), *map(_ptr, jets),
+                                  _pointers(columns),
                                   _ptr(kinds), max_tracks, dtype.itemsize, _ptr(offsets),
                                   _ptr(padding), _ptr(out), *map(_ptr, results.values()))
     if status:
         raise MemoryError("ff_build_tracks: out of memory")
     return out, results
-
-
-def _columns(arrays: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
-    """float32 arrays as they are, others as float64; and their kinds (1: float32)."""
-    columns = [_contiguous(x, np.float32 if np.asarray(x).dtype == np.float32 else np.float64)
-               for x in arrays]
-    return columns, np.array([c.dtype == np.float32 for c in columns], dtype=np.int32)
-
-
-def _pointers(arrays: list[np.ndarray]) -> ctypes.Array:
-    return (ctypes.c_void_p * len(arrays))(*map(_ptr, arrays))
 
 
 def ghost_tracks(links, event_of_jet: np.ndarray, keep: np.ndarray, cuts: dict[str, float],
