@@ -355,9 +355,9 @@ static double value_at(const void *column, int32_t kind, int64_t i) { /* kind 1:
  * correlation coefficient. Per event: the primary vertex offset (pv_dx, pv_dy, pv_z).
  * Writes the selected tracks' pt eta phi charge d0 z0SinTheta d0Uncertainty
  * z0SinThetaUncertainty to out[0..7] (capacity: all links), the count of each kept jet
- * (zeroed by the caller) and stats (links of kept jets, followed, selected tracks). Returns
- * the number of tracks written. */
-int64_t ff_ghost_tracks(int64_t n_jets, const int64_t *n_links, const uint8_t *keep,
+ * (zeroed by the caller) and stats (links of kept jets, followed, selected tracks: the
+ * number written). Returns 0. */
+int ff_ghost_tracks(int64_t n_jets, const int64_t *n_links, const uint8_t *keep,
                         const int64_t *event_of_jet, const int64_t *key, const int64_t *index,
                         int64_t wanted_key, const int64_t *n_trk, const int64_t *trk_first,
                         const void *const *cols, const int32_t *kinds, int32_t has_vz,
@@ -416,7 +416,7 @@ int64_t ff_ghost_tracks(int64_t n_jets, const int64_t *n_links, const uint8_t *k
         }
     }
     stats[2] = n_out;
-    return n_out;
+    return 0;
 }
 
 /* ---- ff_interleave ---------------------------------------------------------------------- */

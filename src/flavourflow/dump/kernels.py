@@ -31,7 +31,7 @@ def _candidates() -> list[Path]:
     return [p for p in dict.fromkeys(own + others) if p.exists()]
 
 
-#: Each kernel's argument types (all return an int status, but ff_ghost_tracks a count).
+#: Each kernel's argument types (all return an int status).
 _SIGNATURES = {
     "ff_build_tracks": [_I, _P, _P, _P, _P, _P, _P, _P, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P,
                         _P, _P],
@@ -59,8 +59,7 @@ def _load() -> ctypes.CDLL | None:
             lib = ctypes.CDLL(str(path))
             for name, argtypes in _SIGNATURES.items():
                 function = getattr(lib, name)
-                function.argtypes = argtypes
-                function.restype = ctypes.c_int64 if name == "ff_ghost_tracks" else ctypes.c_int
+                function.argtypes, function.restype = argtypes, ctypes.c_int
         except (OSError, AttributeError) as err:  # another platform's, or an older build
             log.warning("cannot use %s (%s)", path.name, err)
             continue
@@ -156,7 +155,7 @@ def ghost_tracks(links, event_of_jet: np.ndarray, keep: np.ndarray, cuts: dict[s
     out = np.empty((8, len(key)), np.float64)
     counts = np.zeros(int(keep.sum()), np.int64)
     stats = np.zeros(3, np.int64)
-    n = _LIB.ff_ghost_tracks(
+    _LIB.ff_ghost_tracks(
         n_jets, _ptr(n_links), _ptr(keep), _ptr(event_of_jet), _ptr(key), _ptr(index),
         links.wanted_key, _ptr(n_tracks), _ptr(track_first), _pointers(columns), _ptr(kinds),
         int(has_vz), *map(_ptr, vertex), _pointers(cov_values), _ptr(cov_kinds),
@@ -166,6 +165,7 @@ def ghost_tracks(links, event_of_jet: np.ndarray, keep: np.ndarray, cuts: dict[s
         _ptr(stats))
     names = ("pt", "eta", "phi", "charge", "d0", "z0SinTheta", "d0Uncertainty",
              "z0SinThetaUncertainty")
+    n = int(stats[2])  # the tracks written
     return (counts, {name: out[k, :n] for k, name in enumerate(names)},
             dict(zip(("ghost_links", "ghost_links_valid", "tracks_selected"), map(int, stats),
                      strict=True)))

@@ -91,6 +91,11 @@ class GhostLinks:
     compressed: bool
 
 
+def _key_ok(key: np.ndarray, wanted: int) -> np.ndarray:
+    """Links whose container key is ``wanted`` (any non-zero key if -1: thinned links are 0)."""
+    return key == wanted if wanted >= 0 else key != 0
+
+
 def _ghost_tracks_numpy(links: GhostLinks, event_of_jet: np.ndarray, keep: np.ndarray,
                         cuts: dict[str, float],
                         ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, int]]:
@@ -98,8 +103,8 @@ def _ghost_tracks_numpy(links: GhostLinks, event_of_jet: np.ndarray, keep: np.nd
     count of them and the link counts: the numpy reference of the compiled kernel."""
     jet_of_link = np.repeat(np.arange(len(links.n_links)), links.n_links)
     event_of_link = event_of_jet[jet_of_link]
-    key_ok = links.key == links.wanted_key if links.wanted_key >= 0 else links.key != 0
-    valid = key_ok & (links.index >= 0) & (links.index < links.n_tracks[event_of_link])
+    valid = (_key_ok(links.key, links.wanted_key) & (links.index >= 0)
+             & (links.index < links.n_tracks[event_of_link]))
     selected = keep[jet_of_link]
     valid &= selected
     track = (links.track_first[event_of_link] + links.index)[valid]
@@ -202,10 +207,11 @@ class Reader:
         links = self._get(events, name)
         return links["m_persKey"], links["m_persIndex"]
 
-    def _valid_key(self, key: np.ndarray, container: str | None) -> np.ndarray:
+    def _wanted_key(self, container: str | None) -> int:
+        """The key of ``container``'s links; -1 where the file's keys are unknown."""
         if self.keys is not None and container in self.keys:
-            return key == self.keys[container]
-        return key != 0
+            return self.keys[container]
+        return -1
 
     def convert(self, events: ak.Array, selection: Selection,
                 max_tracks: int) -> tuple[np.ndarray, np.ndarray]:
@@ -247,7 +253,8 @@ class Reader:
                       for x in self._link(events, "btaggingLink"))
         first = f"{self.taggers[0]}_{TAGGER_OUTPUTS[0]}"
         n_btag = blocks.counts(self._get(events, first))
-        ok = self._valid_key(key, self.btagging) & (index >= 0) & (index < n_btag[event_of_jet])
+        ok = (_key_ok(key, self._wanted_key(self.btagging)) & (index >= 0)
+              & (index < n_btag[event_of_jet]))
         position = np.arange(len(key)) - blocks.flat_index(
             blocks.counts(self._get(events, "jet_pt")))[event_of_jet]
         self.stats.btag_links += len(key)
@@ -272,8 +279,7 @@ class Reader:
         links = GhostLinks(
             n_links=blocks.counts(key, 2), key=blocks.flat(key).astype(np.int64),
             index=blocks.flat(index).astype(np.int64),
-            wanted_key=(self.keys[TRACKS] if self.keys is not None and TRACKS in self.keys
-                        else -1),
+            wanted_key=self._wanted_key(TRACKS),
             n_tracks=n_tracks, track_first=blocks.flat_index(n_tracks),
             columns={name: blocks.flat(self._get(events, f"trk_{name}")) for name in names},
             vertex=self._primary_vertex(events, len(n_tracks)),
