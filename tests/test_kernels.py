@@ -189,3 +189,36 @@ def test_numpy_fallback_dumps_the_same_bytes(tmp_path: Path) -> None:
     assert outputs["default"][0] == outputs["numpy"][0]
     assert outputs["numpy"][1] == "numpy"
     assert outputs["default"][1] == kernels.IMPLEMENTATION
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ["uproot-physlite-rntuple_v1-0-0-0.root",
+                                  "uproot-issue-798.root"])
+def test_ghost_tracks_while_another_thread_allocates(monkeypatch, name: str) -> None:
+    """The kernel runs without the GIL while the read-ahead thread allocates: every array it
+    reads must stay alive through the call. A thread here fills freshly freed small buffers
+    with garbage as fast as it can; the uncertainties must still match the numpy reference
+    (a freed covariance-index array made them all NaN)."""
+    import threading
+
+    reader, events = _reader_blocks(Path(skhep_testdata.data_path(name)), "physlite", 30)
+    references = []
+    with monkeypatch.context() as m:
+        m.setattr(kernels, "available", lambda: False)
+        references = [reader.convert(block, ALL_JETS, 40) for block in events]
+    stop = threading.Event()
+
+    def scribble() -> None:
+        while not stop.is_set():
+            for size in (1, 2, 3, 4, 5, 8):
+                np.full(size, -(2 ** 40), dtype=np.int64)
+
+    thread = threading.Thread(target=scribble, daemon=True)
+    thread.start()
+    try:
+        for _ in range(20):
+            for block, reference in zip(events, references, strict=True):
+                _assert_same(reader.convert(block, ALL_JETS, 40), reference)
+    finally:
+        stop.set()
+        thread.join()

@@ -152,7 +152,12 @@ def ghost_tracks(links, event_of_jet: np.ndarray, keep: np.ndarray, cuts: dict[s
         raise ValueError("ghost links, jets, tracks and covariances do not fit together")
     cut_values = np.array([cuts[name] for name in ("pt_min", "abs_eta_max", "abs_d0_max",
                                                    "abs_z0SinTheta_max")], dtype=np.float64)
+    # Every array handed to C is held by a name until the call returns: a temporary's buffer
+    # would be freed before the kernel (which runs without the GIL) reads it, and reused by
+    # the reading thread's next allocation.
+    cov_element = np.array([c[3] for c in links.covariance], dtype=np.int64)
     out = np.empty((8, len(key)), np.float64)
+    out_rows = list(out)
     counts = np.zeros(int(keep.sum()), np.int64)
     stats = np.zeros(3, np.int64)
     _LIB.ff_ghost_tracks(
@@ -160,8 +165,8 @@ def ghost_tracks(links, event_of_jet: np.ndarray, keep: np.ndarray, cuts: dict[s
         links.wanted_key, _ptr(n_tracks), _ptr(track_first), _pointers(columns), _ptr(kinds),
         int(has_vz), *map(_ptr, vertex), _pointers(cov_values), _ptr(cov_kinds),
         _pointers(cov_first), _pointers(cov_len),
-        _ptr(np.array([c[3] for c in links.covariance], dtype=np.int64)),
-        int(links.compressed), _ptr(cut_values), _pointers(list(out)), _ptr(counts),
+        _ptr(cov_element), int(links.compressed), _ptr(cut_values), _pointers(out_rows),
+        _ptr(counts),
         _ptr(stats))
     names = ("pt", "eta", "phi", "charge", "d0", "z0SinTheta", "d0Uncertainty",
              "z0SinThetaUncertainty")
