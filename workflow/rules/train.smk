@@ -19,6 +19,10 @@ rule train:
                                   "sample": SAMPLES[MODELS[w.model]["sample"]],
                                   "preprocess": config["preprocess"]}),
     threads: 2
+    resources:
+        # one GPU per training job: `--resources gpu=N` runs at most N trainings at once on a
+        # machine with N GPUs; on a cluster the profile turns it into the scheduler's request
+        gpu=1,
     log:
         "logs/train/{model}.log",
     conda:

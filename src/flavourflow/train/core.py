@@ -85,9 +85,13 @@ def learning_rate(settings: Settings, epoch: int) -> float:
 
 
 def _device() -> str:
+    """The device TensorFlow trains on. Each visible GPU's memory grows as needed instead of
+    being taken whole, so jobs sharing a GPU (or a GPU node) do not starve each other."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
     return f"GPU ({', '.join(g.name for g in gpus)})" if gpus else "CPU"
 
 
