@@ -8,8 +8,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from flavourflow.core import split
+from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import LABEL_FIELD
 from flavourflow.evaluate import core
 
@@ -104,3 +106,21 @@ def test_network_with_track_inputs_and_a_log_variable(dumped: Path, tmp_path: Pa
     with h5py.File(out / "scores.h5") as f:
         scores = f["jets"][...]
     np.testing.assert_allclose(scores["D_b"], expected, rtol=1e-5, atol=1e-4)
+
+
+def test_evaluation_time_selection_keeps_the_jets_it_names() -> None:
+    """pt_min <= pT < pt_max and abs_eta_min <= |eta| < abs_eta_max, absent keys not cutting;
+    an unknown key is refused, naming the field."""
+    from flavourflow.evaluate.core import selected
+
+    jets = np.zeros(6, dtype=[("pt", "f4"), ("eta", "f4")])
+    jets["pt"] = [20e3, 30e3, 30e3, 45e3, 100e3, 250e3]
+    jets["eta"] = [0.1, -0.5, 2.2, -1.5, 2.5, 0.0]
+    assert selected(jets, {}).all()
+    assert selected(jets, {"pt_min": 30e3}).tolist() == [False, True, True, True, True, True]
+    assert selected(jets, {"pt_min": 30e3, "pt_max": 100e3, "abs_eta_max": 2.0}).tolist() == [
+        False, True, False, True, False, False]
+    assert selected(jets, {"abs_eta_min": 1.5}).tolist() == [
+        False, False, True, True, True, False]
+    with pytest.raises(FlavourflowError, match="selection"):
+        selected(jets, {"ptmin": 1.0})

@@ -417,3 +417,44 @@ def test_cli(jet_model_dir: Path, tmp_path: Path):
     assert (tmp_path / "n.json").is_file() and (tmp_path / "i.json").is_file()
     proto = onnx.load(str(tmp_path / "m.onnx"))
     assert {o.domain: o.version for o in proto.opset_import}[""] == 15
+
+
+def test_export_then_check_as_the_workflow_runs_them(deep_sets_dir: Path, tmp_path: Path):
+    """`export` (conversion only) twice gives the same network.json bytes (model.onnx's node
+    names carry tf2onnx's per-process counters), as the one-step run does; `export --check`
+    judges the files written and keeps them when it fails."""
+    work = deep_sets_data(deep_sets_dir, tmp_path / "data", sorted_mask(
+        np.random.default_rng(3), 400, 0.3))
+    common = ["--model", str(deep_sets_dir / "model.keras"), "--variables",
+              str(deep_sets_dir / "variables.json"), "--test-dir", str(work)]
+
+    def main(*extra: str) -> int:
+        parser = argparse.ArgumentParser()
+        cli.add_parser(parser.add_subparsers(dest="stage"))
+        return cli.main(parser.parse_args(["export", *common, *extra]))
+
+    outputs = []
+    for attempt in ("a", "b"):
+        out = tmp_path / attempt
+        out.mkdir()
+        assert main("--network", str(out / "network.json"), "--onnx", str(out / "m.onnx")) == 0
+        assert not (out / "closure.json").exists()
+        outputs.append([(out / name).read_bytes() for name in ("network.json", "m.onnx")])
+    assert outputs[0][0] == outputs[1][0]
+    one_step = tmp_path / "one"
+    one_step.mkdir()
+    closure.run(deep_sets_dir / "model.keras", deep_sets_dir / "variables.json", work,
+                one_step / "network.json", one_step / "c.json", one_step / "i.json", 1e-5, 500,
+                onnx_out=one_step / "m.onnx")
+    assert (one_step / "network.json").read_bytes() == outputs[0][0]
+
+    out = tmp_path / "a"
+    check = ["--check", "--network", str(out / "network.json"), "--onnx", str(out / "m.onnx"),
+             "--closure", str(out / "closure.json"), "--inputs-json", str(out / "inputs.json")]
+    assert main(*check) == 0
+    summary = json.loads((out / "closure.json").read_text())
+    assert summary["passed"] and summary["max_abs_diff"]["keras_vs_onnx"] < 1e-5
+    with pytest.raises(FlavourflowError, match="closure failed"):
+        main(*check, "--tolerance", "1e-14")
+    assert (out / "network.json").read_bytes() == outputs[0][0]  # a failed check keeps it
+    assert not (out / "closure.json").exists() and (out / "closure.failed.json").is_file()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -21,26 +22,29 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 def copy_checkout(dest: Path) -> Path:
-    """The workflow, config and code in ``dest``, so a test can touch code and config freely."""
+    """The workflow, config, code and README in ``dest``, so a test can touch them freely."""
     for name in ("workflow", "config", "src"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "README.md", dest / "README.md")
     return dest
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None,
+              ) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [*SNAKEMAKE, "--snakefile", "workflow/Snakefile", *args],
-        cwd=workdir, capture_output=True, text=True, check=False,
+        cwd=workdir, capture_output=True, text=True, check=False, env=env,
     )
     if check and result.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in workdir.glob("logs/**/*.log"))
-        raise AssertionError(f"snakemake {args} failed:\n{result.stderr[-6000:]}\n{logs}")
+        raise AssertionError(f"snakemake {args} failed:\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-6000:]}\n{logs}")
     return result
 
 
-def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+def planned_jobs(workdir: Path, *args: str, env: dict | None = None) -> dict[str, int]:
     """Jobs `snakemake -n` would run, per rule."""
-    out = snakemake(workdir, *args, "-n", "--quiet", "rules").stdout
+    out = snakemake(workdir, *args, "-n", "--quiet", "rules", env=env).stdout
     if "Nothing to be done" in out:
         return {}
     counts = dict(re.findall(r"^\s*([A-Za-z_]\w*)\s+(\d+)\s*$", out, flags=re.M))
@@ -117,12 +121,37 @@ def test_physlite_sample_through_the_dag(tmp_path: Path) -> None:
     assert planned_jobs(work, target, "--configfile", "run3.yaml") == {}
 
 
-@pytest.mark.slow
-def test_tiny_end_to_end(tmp_path: Path) -> None:
-    work = copy_checkout(tmp_path)
-    tiny = ["--configfile", "config/tiny.yaml"]
-    snakemake(work, "--cores", "2", *tiny)
+TINY = ["--configfile", "config/tiny.yaml"]
 
+
+def merged(base: dict, override: dict) -> dict:
+    """``override`` over ``base``, mappings key by key (as Snakemake merges config files)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(
+            base.get(key), dict) else value
+    return out
+
+
+def overlay(work: Path, change: dict, name: str = "changed.yaml") -> list[str]:
+    """config/tiny.yaml with ``change`` merged over it, as --configfile arguments."""
+    tiny = yaml.safe_load((work / "config/tiny.yaml").read_text())
+    (work / name).write_text(yaml.safe_dump(merged(tiny, change)))
+    return ["--configfile", name]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One complete run of the tiny config, shared by the tests below (each leaves the
+    checkout as it found it)."""
+    work = copy_checkout(tmp_path_factory.mktemp("tiny"))
+    snakemake(work, "--cores", "2", *TINY)
+    return work
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end(tiny: Path) -> None:
+    work = tiny
     # the lwtnn network evaluates like the Keras model on the test jets
     import keras
 
@@ -168,50 +197,178 @@ def test_tiny_end_to_end(tmp_path: Path) -> None:
                                       events["eventNumber"].array(library="np"))
         assert (work / f"results/inject/tutorial/ttbar/{shard}.h5").is_file()
 
-    # a second run plans nothing
-    assert planned_jobs(work, *tiny) == {}
+    # every job recorded its time and memory
+    bench = (work / "logs/benchmarks/train/tutorial.tsv").read_text().splitlines()
+    assert bench[0].split("\t")[:3] == ["s", "h:m:s", "max_rss"] and len(bench) == 2
 
-    # an evaluation key changes: only evaluation reruns (3 models; the injected D_b uses f_c)
-    overlay = yaml.safe_load((work / "config/tiny.yaml").read_text())
-    overlay["evaluate"] = {"f_c": 0.05}
-    (work / "changed.yaml").write_text(yaml.safe_dump(overlay))
-    assert planned_jobs(work, "--configfile", "changed.yaml") == {
-        "evaluate": 3, "inject": 6, "compare": 1, "all": 1}
 
-    # a training key changes: training and what depends on it, not generation or dumping
-    overlay = yaml.safe_load((work / "config/tiny.yaml").read_text())
-    overlay["models"]["tutorial"]["training"]["learning_rate"] = 0.02
-    (work / "changed.yaml").write_text(yaml.safe_dump(overlay))
-    assert planned_jobs(work, "--configfile", "changed.yaml") == {
-        "train": 1, "export": 1, "evaluate": 1, "inject": 2, "compare": 1, "all": 1}
+# The rerun promise on the tiny config (2 shards, 3 models, inject on), as the README's table
+# states it: change -> the jobs `snakemake -n` plans, per rule.
+AFTER_THE_GATE = {"closure": 3, "evaluate": 3, "inject": 6, "compare": 1, "all": 1}
+DOWNSTREAM_OF_EXPORT = {"export": 3, **AFTER_THE_GATE}
+DOWNSTREAM_OF_PREPROCESS = {"preprocess": 3, "train": 3, **DOWNSTREAM_OF_EXPORT}
+DOWNSTREAM_OF_DUMP = {"dump": 2, "merge": 1, "inspect": 1, **DOWNSTREAM_OF_PREPROCESS}
+EVERYTHING = {"generate": 2, **DOWNSTREAM_OF_DUMP}
+ONE_MODEL = {"train": 1, "export": 1, "closure": 1, "evaluate": 1, "inject": 2, "compare": 1,
+             "all": 1}
+CONFIG_MATRIX = [
+    ("dump.step_size", {"dump": {"step_size": 77}}, {}),
+    ("inject.step_size", {"inject": {"step_size": 77}}, {}),
+    ("dump.merge_layout", {"dump": {"merge_layout": "concat"}}, {}),
+    ("fetch.retries", {"fetch": {"retries": 7}}, {}),
+    ("inspect.bins", {"inspect": {"bins": 20}}, {"inspect": 1, "all": 1}),
+    ("evaluate.f_c", {"evaluate": {"f_c": 0.05}},
+     {"evaluate": 3, "inject": 6, "compare": 1, "all": 1}),
+    ("evaluate.working_points", {"evaluate": {"working_points": [0.6, 0.7]}},
+     {"evaluate": 3, "compare": 1, "all": 1}),
+    ("export.tolerance", {"export": {"tolerance": 2e-5}}, AFTER_THE_GATE),
+    ("export.max_jets", {"export": {"max_jets": 500}}, AFTER_THE_GATE),
+    ("export.onnx_opset", {"export": {"onnx_opset": 16}}, DOWNSTREAM_OF_EXPORT),
+    ("models.<m>.training", {"models": {"tutorial": {"training": {"learning_rate": 0.02}}}},
+     ONE_MODEL),
+    ("models.<m>.log1p_variables", {"models": {"tutorial": {"log1p_variables": []}}},
+     {"preprocess": 1, **ONE_MODEL}),
+    ("preprocess.split_seed", {"preprocess": {"split_seed": 3}}, DOWNSTREAM_OF_PREPROCESS),
+    ("dump.max_tracks", {"dump": {"max_tracks": 30}}, DOWNSTREAM_OF_DUMP),
+    ("dump.selection", {"dump": {"selection": {"pt_min": 25000.0}}}, DOWNSTREAM_OF_DUMP),
+    ("samples.<s>.generator", {"samples": {"ttbar": {"generator": {"seed": 6}}}}, EVERYTHING),
+]
+# a comment added to a module reruns the stages that import it, and what depends on them
+CODE_MATRIX = [
+    ("inspect/core.py", {"inspect": 1, "all": 1}),
+    ("core/rejections.py", {"inspect": 1, "evaluate": 3, "compare": 1, "all": 1}),
+    ("core/roc.py", {"inspect": 1, "evaluate": 3, "compare": 1, "inject": 6, "all": 1}),
+    ("core/plots.py", {"inspect": 1, **DOWNSTREAM_OF_PREPROCESS}),
+    ("export/evaluator.py", DOWNSTREAM_OF_EXPORT),
+    ("export/lwtnn.py", DOWNSTREAM_OF_EXPORT),
+    ("train/models.py", {**DOWNSTREAM_OF_EXPORT, "train": 3}),
+    ("dump/h5.py", DOWNSTREAM_OF_DUMP),
+    ("core/flavours.py", EVERYTHING),
+    ("cli.py", EVERYTHING),
+]
 
-    # the code of a stage changes: that stage and its dependents rerun (a mere touch does not:
-    # Snakemake compares the checksums of small inputs)
-    inspect_code, core_code = (work / "src/flavourflow/inspect/core.py",
-                               work / "src/flavourflow/core/roc.py")
-    originals = {path: path.read_text() for path in (inspect_code, core_code)}
-    inspect_code.write_text(originals[inspect_code] + "\n# changed\n")
-    assert planned_jobs(work, *tiny) == {"inspect": 1, "all": 1}
-    core_code.write_text(originals[core_code] + "\n# changed\n")
-    assert set(planned_jobs(work, *tiny)) == {
-        "generate", "dump", "merge", "inspect", "preprocess", "train", "export", "evaluate",
-        "compare", "inject", "all"}
-    for path, text in originals.items():
-        path.write_text(text)
 
-    # a closure that fails stops the DAG before evaluation: Keras (float32) and the numpy
-    # evaluator (float64) cannot agree to 1e-14
-    overlay = yaml.safe_load((work / "config/tiny.yaml").read_text())
-    overlay["export"]["tolerance"] = 1e-14
-    (work / "changed.yaml").write_text(yaml.safe_dump(overlay))
-    target = "results/evaluate/tutorial/ttbar/metrics.json"
-    assert planned_jobs(work, target, "--configfile", "changed.yaml") == {
-        "export": 1, "evaluate": 1}
-    failed = snakemake(work, "--cores", "2", target, "--configfile", "changed.yaml",
-                       check=False)
+@pytest.mark.slow
+@pytest.mark.parametrize("key, change, expected", CONFIG_MATRIX, ids=[c[0] for c in CONFIG_MATRIX])
+def test_rerun_matrix_config(tiny: Path, key: str, change: dict, expected: dict) -> None:
+    assert planned_jobs(tiny, *overlay(tiny, change)) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module, expected", CODE_MATRIX, ids=[c[0] for c in CODE_MATRIX])
+def test_rerun_matrix_code(tiny: Path, module: str, expected: dict) -> None:
+    path = tiny / "src/flavourflow" / module
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# a comment\n")
+        assert planned_jobs(tiny, *TINY) == expected
+    finally:
+        path.write_text(original)
+
+
+@pytest.mark.slow
+def test_rerun_matrix_no_change(tiny: Path, tmp_path: Path) -> None:
+    """Nothing reruns: a second run; a README edit; `touch` of every output, large ones
+    included (Snakemake compares their checksums); the whole checkout moved elsewhere."""
+    assert planned_jobs(tiny, *TINY) == {}
+    readme = tiny / "README.md"
+    readme.write_text(readme.read_text() + "\nedited\n")
+    results = [path for path in (tiny / "results").rglob("*") if path.is_file()]
+    # Snakemake's default checksum limit is 1 MB: the tiny config's memmaps pass it
+    assert any(path.stat().st_size > 1_000_000 for path in results)
+    for path in results:
+        path.touch()
+    assert planned_jobs(tiny, *TINY) == {}
+    moved = tmp_path / "elsewhere" / "checkout"
+    shutil.copytree(tiny, moved, symlinks=True)
+    assert planned_jobs(moved, *TINY) == {}
+
+
+@pytest.mark.slow
+def test_rerun_matrix_dependency_version(tiny: Path, tmp_path: Path) -> None:
+    """A version bump of an installed distribution reruns the stages that import it: here
+    onnxruntime (export's closure imports it), seen first on the path as a newer version."""
+    import onnxruntime
+
+    fake = tmp_path / "site" / "onnxruntime-99.0.dist-info"
+    fake.mkdir(parents=True)
+    (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime\nVersion: 99.0\n")
+    (fake / "top_level.txt").write_text("onnxruntime\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    assert onnxruntime.__version__ != "99.0"
+    assert planned_jobs(tiny, *TINY, env=env) == DOWNSTREAM_OF_EXPORT
+
+
+@pytest.mark.slow
+def test_study_stands_beside_the_default_and_reruns_only_evaluation(tiny: Path) -> None:
+    """A convener's what-if (an evaluation-time pT cut; another f_c) evaluates the existing
+    networks into <sample>.<study> folders: no retraining, the default outputs untouched, a
+    second run plans nothing."""
+    studies = overlay(tiny, {"studies": {"pt30": {"selection": {"pt_min": 30000.0}},
+                                         "fc": {"f_c": 0.05, "models": ["tutorial", "dl1"]}}})
+    default = tiny / "results/compare/ttbar/rejections.md"
+    before = default.stat().st_mtime_ns
+    target = "results/compare/ttbar.pt30/rejections.md"
+    assert planned_jobs(tiny, target, *studies) == {"evaluate_study": 3, "compare_study": 1}
+    assert planned_jobs(tiny, "studies", *studies) == {
+        "evaluate_study": 5, "compare_study": 2, "studies": 1}
+    snakemake(tiny, "--cores", "2", target, *studies)
+    assert planned_jobs(tiny, target, *studies) == {}
+    assert default.stat().st_mtime_ns == before
+    with h5py.File(tiny / "results/evaluate/dl1/ttbar.pt30/scores.h5") as f:
+        cut = f["jets"][...]
+    with h5py.File(tiny / "results/evaluate/dl1/ttbar/scores.h5") as f:
+        full = f["jets"][...]
+    assert cut["pt"].min() >= 30000.0 and len(cut) == np.count_nonzero(full["pt"] >= 30000.0)
+    metrics = json.loads((tiny / "results/evaluate/dl1/ttbar.pt30/metrics.json").read_text())
+    assert metrics["selection"] == {"pt_min": 30000.0}
+    # the default run still plans nothing: the study's outputs are not its outputs
+    assert planned_jobs(tiny, *TINY) == {}
+
+
+@pytest.mark.slow
+def test_variant_and_scan_plan_only_their_models(tiny: Path) -> None:
+    """`base:` variants and a `scan` grid train as their own models: nothing of the others
+    reruns; the scan's variants are ranked."""
+    variant = overlay(tiny, {"models": {"tut2": {"base": "tutorial",
+                                                 "training": {"learning_rate": 0.02}}}})
+    assert planned_jobs(tiny, *variant) == {"preprocess": 1, **ONE_MODEL}
+    scan = overlay(tiny, {"scan": {"lr": {"base": "tutorial", "grid": {
+        "training.learning_rate": [0.005, 0.02], "training.batch_size": [64]}}}})
+    assert planned_jobs(tiny, *scan) == {
+        "preprocess": 2, "train": 2, "export": 2, "closure": 2, "evaluate": 2, "inject": 4,
+        "compare": 1, "rank": 1, "all": 1}
+    target = "results/compare/ttbar/scan_lr.md"
+    snakemake(tiny, "--cores", "2", target, *scan)
+    ranking = json.loads((tiny / "results/compare/ttbar/scan_lr.json").read_text())
+    rows = ranking["rows"]
+    assert {r["model"] for r in rows} == {"lr_0", "lr_1"}
+    assert {r["training.learning_rate"] for r in rows} == {0.005, 0.02}
+    assert rows[0]["light_rejection"] >= rows[1]["light_rejection"]
+    record = json.loads((tiny / "results/train/lr_1/training.json").read_text())
+    assert record["config"]["model"]["training"]["learning_rate"] == 0.02
+    assert record["config"]["model"]["jet_variables"] == ["ip2d_llr", "sv_sig"]  # from its base
+    assert planned_jobs(tiny, target, *scan) == {}
+
+
+@pytest.mark.slow
+def test_closure_gate_stops_evaluation(tiny: Path) -> None:
+    """A closure that fails (Keras float32 and the numpy evaluator float64 cannot agree to
+    1e-14) keeps network.json (its conversion does not rerun) and lets no evaluation run."""
+    strict = overlay(tiny, {"export": {"tolerance": 1e-14}})
+    network = tiny / "results/export/tutorial/network.json"
+    before = network.read_bytes()
+    metrics = tiny / "results/evaluate/tutorial/ttbar/metrics.json"
+    metrics.unlink()
+    target = str(metrics.relative_to(tiny))
+    assert planned_jobs(tiny, target, *strict) == {"closure": 1, "evaluate": 1}
+    failed = snakemake(tiny, "--cores", "2", target, *strict, check=False)
     assert failed.returncode != 0
-    assert "closure failed" in (work / "logs/export/tutorial.log").read_text()
-    assert "rule evaluate:" not in failed.stdout + failed.stderr
-    assert not (work / "results/export/tutorial/network.json").exists()
-    record = json.loads((work / "results/export/tutorial/closure.failed.json").read_text())
+    assert "closure failed" in (tiny / "logs/export/tutorial.closure.log").read_text()
+    assert "rule evaluate:" not in failed.stdout + failed.stderr and not metrics.exists()
+    assert network.read_bytes() == before
+    record = json.loads((tiny / "results/export/tutorial/closure.failed.json").read_text())
     assert record["passed"] is False and record["tolerance"] == 1e-14
+    # back to the tiny config's tolerance: the gate passes again and evaluation follows
+    snakemake(tiny, "--cores", "2", target, *TINY)
+    assert metrics.is_file() and network.read_bytes() == before

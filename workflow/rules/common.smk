@@ -1,13 +1,86 @@
 # Configuration, wildcards and input functions shared by all rules.
 
+import ast
+import copy
+import importlib.metadata
+import itertools
 import json
 import sys
+from functools import cache
 from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 
+def _merged(base, override):
+    """``override`` over ``base``: mappings merge key by key, anything else replaces."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {**base, **{k: _merged(base.get(k), v) for k, v in override.items()}}
+    return copy.deepcopy(override)
+
+
+def _resolve_models(models):
+    """Each model with `base: <name>` as that model's entry with its own keys merged over it
+    (a base may have a base), so a variant states only what differs."""
+    resolved = {}
+
+    def resolve(name, seen):
+        if name in resolved:
+            return resolved[name]
+        entry = models[name]
+        if "base" not in entry:
+            resolved[name] = entry
+            return entry
+        base = entry["base"]
+        if base not in models:
+            raise ValueError(f"config: models.{name}.base: no model '{base}'")
+        if base in seen:
+            raise ValueError(f"config: models.{name}.base: a cycle ({' -> '.join(seen)})")
+        own = {k: v for k, v in entry.items() if k != "base"}
+        resolved[name] = _merged(resolve(base, [*seen, base]), own)
+        return resolved[name]
+
+    for name in models:
+        resolve(name, [name])
+    return resolved
+
+
+def _scan_variants(scans, models):
+    """The `scan` block as model variants: each point of a grid (dotted model keys -> values)
+    becomes `<scan>_<i>` with `base: <scan's base>`, in the grid's product order."""
+    variants = {}
+    for scan, entry in scans.items():
+        if entry["base"] not in models:
+            raise ValueError(f"config: scan.{scan}.base: no model '{entry['base']}'")
+        keys = sorted(entry["grid"])
+        for i, values in enumerate(itertools.product(*(entry["grid"][k] for k in keys))):
+            name = f"{scan}_{i}"
+            if name in models:
+                raise ValueError(f"config: scan.{scan}: variant '{name}' is also in models")
+            variant = {"base": entry["base"]}
+            for key, value in zip(keys, values):
+                *path, last = key.split(".")
+                node = variant
+                for part in path:
+                    node = node.setdefault(part, {})
+                node[last] = value
+            variants[name] = variant
+    return variants
+
+
+def scan_points(scan):
+    """A scan's variants and the grid values of each (for the ranking table)."""
+    entry = config["scan"][scan]
+    keys = sorted(entry["grid"])
+    return {f"{scan}_{i}": dict(zip(keys, values)) for i, values in
+            enumerate(itertools.product(*(entry["grid"][k] for k in keys)))}
+
+
+config.setdefault("scan", {})
+config.setdefault("studies", {})
+config["models"] = _resolve_models({**config.get("models", {}),
+                                    **_scan_variants(config["scan"], config.get("models", {}))})
 validate(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
 
 
@@ -34,6 +107,105 @@ FLAVOURFLOW = f"{PYTHON} -m flavourflow"
 
 SAMPLES = config["samples"]
 MODELS = config["models"]
+STUDIES = config["studies"]
+
+
+# ---- the code each stage runs: the import graph of src/flavourflow ----------------------
+
+_PACKAGE = SRC / "flavourflow"
+
+
+def _module_path(name):
+    """The file of module ``flavourflow.x.y`` (a package's __init__.py), or None."""
+    base = _PACKAGE.parent.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _module_name(path):
+    parts = path.relative_to(_PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@cache
+def _imports(path):
+    """(flavourflow modules, other top-level modules) that ``path`` imports anywhere in it,
+    function-level imports included: those run too."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    ours, theirs = set(), set()
+    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target_module = f"{anchor}.{node.module}" if node.module else anchor
+            else:
+                target_module = node.module
+            # `from package import module` imports the module too
+            targets = [target_module] + [f"{target_module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            if target.split(".")[0] != "flavourflow":
+                theirs.add(target.split(".")[0])
+                continue
+            parts = target.split(".")
+            for i in range(1, len(parts) + 1):  # a module's parent packages are imported too
+                if (module_path := _module_path(".".join(parts[:i]))) is not None:
+                    ours.add(module_path)
+    return frozenset(ours), frozenset(theirs)
+
+
+@cache
+def _closure(stage):
+    """Files of the modules ``flavourflow <stage>`` can run: the CLI's entry modules, the
+    stage's package and everything they import, transitively (the CLI imports its stages by
+    name, so the other stages are not in it); and the other top-level modules imported."""
+    stage_dir = _PACKAGE / stage
+    todo = [_PACKAGE / "__init__.py", _PACKAGE / "__main__.py", _PACKAGE / "cli.py",
+            *sorted(stage_dir.glob("*.py"))]
+    files, others = set(), set()
+    while todo:
+        path = todo.pop()
+        if path in files:
+            continue
+        files.add(path)
+        ours, theirs = _imports(path)
+        others |= theirs
+        todo += sorted(ours - files)
+    files |= {p for p in stage_dir.iterdir() if p.suffix == ".c"}  # compiled kernels' source
+    return sorted(files), frozenset(others - set(sys.stdlib_module_names))
+
+
+def code(stage):
+    """The source files the stage runs, relative to the working directory (a moved or
+    copied checkout plans nothing): a rule lists them as inputs, so editing one reruns it."""
+    return [os.path.relpath(path) for path in _closure(stage)[0]]
+
+
+@cache
+def _distributions():
+    return importlib.metadata.packages_distributions()
+
+
+def versions(stage):
+    """Versions of the installed distributions the stage's code imports (a rule's params: a
+    version bump reruns the stages that import it). With per-rule conda environments the
+    environment files stand for them (Snakemake's software-env trigger)."""
+    if _USE_CONDA:
+        return {}
+    found = {}
+    for name in sorted(_closure(stage)[1]):
+        try:  # mostly a module's distribution has its name (looking it up is quick)
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:  # yaml -> PyYAML: a full scan
+            for dist in _distributions().get(name, []):
+                found[dist] = importlib.metadata.version(dist)
+    return found
 
 
 def file_entry(item):
@@ -46,6 +218,13 @@ def file_entry(item):
     name = urlparse(location).path if remote else location
     return {"stem": Path(name).stem, "location": location, "remote": remote,
             "checksum": item.get("checksum", {})}
+
+
+@cache
+def file_entries(sample):
+    """A files sample's entries by stem, built once (rules look one up per job: rebuilding the
+    map each time made planning quadratic in the number of files)."""
+    return {entry["stem"]: entry for entry in map(file_entry, SAMPLES[sample]["files"])}
 
 
 def _check_references():
@@ -68,6 +247,13 @@ def _check_references():
     for sample in config["inject"].get("samples", []):
         if sample not in SAMPLES:
             raise ValueError(f"config: inject.samples: no sample '{sample}'")
+    for study, entry in STUDIES.items():
+        for sample in entry.get("samples", []):
+            if sample not in SAMPLES:
+                raise ValueError(f"config: studies.{study}.samples: no sample '{sample}'")
+        for model in entry.get("models", []):
+            if model not in MODELS:
+                raise ValueError(f"config: studies.{study}.models: no model '{model}'")
     total = sum(config["preprocess"]["split"].values())
     if abs(total - 1.0) > 1e-9:
         raise ValueError(f"config: preprocess.split: fractions add up to {total}, not 1")
@@ -77,10 +263,8 @@ def _check_references():
             if other not in SAMPLES or SAMPLES[other]["source"] == "hybrid":
                 raise ValueError(f"config: samples.{sample}.hybrid.{part}: '{other}' is not a"
                                  " generated or file sample")
-        if entry["source"] == "files":
-            stems = [file_entry(f)["stem"] for f in entry["files"]]
-            if len(set(stems)) != len(stems):
-                raise ValueError(f"config: samples.{sample}.files: file names must be unique")
+        if entry["source"] == "files" and len(file_entries(sample)) != len(entry["files"]):
+            raise ValueError(f"config: samples.{sample}.files: file names must be unique")
 
 
 _check_references()
@@ -89,33 +273,9 @@ _check_references()
 wildcard_constraints:
     sample="[A-Za-z][A-Za-z0-9_]*",
     model="[A-Za-z][A-Za-z0-9_]*",
+    study="[A-Za-z][A-Za-z0-9_]*",
+    scan="[A-Za-z][A-Za-z0-9_]*",
     shard=r"\d+",
-
-
-# Which subpackages each stage's code comes from (core is shared by all).
-_STAGE_PACKAGES = {
-    "generate": ["generate"],
-    "fetch": ["fetch"],
-    "dump": ["dump"],
-    "merge": ["merge", "dump"],
-    "inspect": ["inspect"],
-    "preprocess": ["preprocess"],
-    "train": ["train", "export/layers.py"],
-    "export": ["export"],
-    "evaluate": ["evaluate", "export"],
-    "compare": ["compare"],
-    "inject": ["inject", "export"],
-}
-
-
-def code(stage):
-    """The source files a stage runs: a rule lists them as inputs, so editing them reruns it."""
-    files = []
-    for package in ["core", *_STAGE_PACKAGES[stage]]:
-        path = SRC / "flavourflow" / package  # a subpackage, or one module of another
-        files += [str(path)] if path.suffix == ".py" else sorted(
-            str(f) for f in path.iterdir() if f.suffix in (".py", ".c"))
-    return files
 
 
 def as_json(value):
@@ -123,12 +283,17 @@ def as_json(value):
     return json.dumps(value, sort_keys=True)
 
 
+def benchmark(stage, name):
+    """Where Snakemake records a job's wall time, CPU time and peak memory."""
+    return f"logs/benchmarks/{stage}/{name}.tsv"
+
+
 def sample_files(sample):
     """Per-file (or per-shard) names of a sample: the {file} wildcard of the dump rule."""
     entry = SAMPLES[sample]
     if entry["source"] == "generator":
         return [f"shard_{i}" for i in range(entry["generator"]["shards"])]
-    return [file_entry(f)["stem"] for f in entry["files"]]
+    return list(file_entries(sample))
 
 
 def inspect_outputs():
@@ -177,7 +342,8 @@ def compare_outputs():
         "results/compare/{sample}/{name}",
         sample=config["evaluate"]["samples"],
         name=["metrics.json", "rejections.md", "roc.pdf"],
-    )
+    ) + expand("results/compare/{sample}/scan_{scan}.md", sample=config["evaluate"]["samples"],
+               scan=config["scan"])
 
 
 def evaluate_outputs():
@@ -187,3 +353,18 @@ def evaluate_outputs():
         sample=config["evaluate"]["samples"],
         name=["metrics.json", "roc.pdf", "discriminant.pdf", "training.pdf"],
     )
+
+
+def study_models(study):
+    return STUDIES[study].get("models") or list(MODELS)
+
+
+def study_samples(study):
+    return STUDIES[study].get("samples") or config["evaluate"]["samples"]
+
+
+def study_outputs(study):
+    """A study's comparison table per sample: `snakemake results/compare/<sample>.<study>/...`
+    builds it, next to (never over) the default evaluation."""
+    return expand("results/compare/{sample}.{study}/rejections.md",
+                  sample=study_samples(study), study=study)

@@ -1,25 +1,79 @@
-# compare: every evaluated model of a sample and the baselines, side by side (one ROC plot,
-# one table), from the evaluate stage's scores.
+# compare: every model and baseline evaluated on one sample, side by side (one ROC plot,
+# one table), from the evaluate stage's scores; the same for a study's evaluations; and the
+# ranking of a scan's variants.
+
+
+def _compare_scores(models, folder):
+    return [f"results/evaluate/{model}/{folder}/scores.h5" for model in models]
 
 
 rule compare:
     input:
-        scores=expand("results/evaluate/{model}/{{sample}}/scores.h5", model=MODELS),
+        scores=lambda w: _compare_scores(MODELS, w.sample),
         code=code("compare"),
     output:
         metrics="results/compare/{sample}/metrics.json",
         table="results/compare/{sample}/rejections.md",
         plots=expand("results/compare/{{sample}}/roc.{ext}", ext=["pdf", "png"]),
     params:
-        scores=lambda w, input: " ".join(
-            f"{model}={path}" for model, path in zip(MODELS, input.scores)
-        ),
+        scores=lambda w, input: [f"{model}={path}" for model, path in zip(MODELS, input.scores)],
         working_points=config["evaluate"]["working_points"],
+        outdir=lambda wildcards, output: os.path.dirname(output.metrics),
+        title=lambda w: f"models and baselines on {w.sample}",
+        versions=versions("compare"),
     log:
         "logs/compare/{sample}.log",
+    benchmark:
+        benchmark("compare", "{sample}")
     conda:
         "../envs/plot.yaml"
     shell:
-        "{FLAVOURFLOW} compare --scores {params.scores} --outdir results/compare/{wildcards.sample}"
-        " --working-points {params.working_points}"
-        " --title 'models and baselines on {wildcards.sample}' > {log} 2>&1"
+        "{FLAVOURFLOW} compare --scores {params.scores:q} --outdir {params.outdir:q}"
+        " --working-points {params.working_points} --title {params.title:q} > {log:q} 2>&1"
+
+
+use rule compare as compare_study with:
+    input:
+        scores=lambda w: _compare_scores(study_models(w.study), f"{w.sample}.{w.study}"),
+        code=code("compare"),
+    output:
+        metrics="results/compare/{sample}.{study}/metrics.json",
+        table="results/compare/{sample}.{study}/rejections.md",
+        plots=expand("results/compare/{{sample}}.{{study}}/roc.{ext}", ext=["pdf", "png"]),
+    params:
+        scores=lambda w, input: [f"{model}={path}" for model, path in
+                                 zip(study_models(w.study), input.scores)],
+        working_points=lambda w: evaluate_settings(w)["working_points"],
+        outdir=lambda wildcards, output: os.path.dirname(output.metrics),
+        title=lambda w: f"models and baselines on {w.sample} ({w.study})",
+        versions=versions("compare"),
+    log:
+        "logs/compare/{sample}.{study}.log",
+    benchmark:
+        benchmark("compare", "{sample}.{study}")
+
+
+rule rank:
+    input:
+        metrics=lambda w: [f"results/evaluate/{model}/{w.sample}/metrics.json"
+                           for model in scan_points(w.scan)],
+        code=code("compare"),
+    output:
+        table="results/compare/{sample}/scan_{scan}.md",
+        json="results/compare/{sample}/scan_{scan}.json",
+    params:
+        metrics=lambda w, input: [f"{model}={path}" for model, path in
+                                  zip(scan_points(w.scan), input.metrics)],
+        grid=lambda w: as_json(scan_points(w.scan)),
+        rank_by=lambda w: config["scan"][w.scan]["rank_by"],
+        versions=versions("compare"),
+    log:
+        "logs/compare/{sample}.scan_{scan}.log",
+    benchmark:
+        benchmark("compare", "{sample}.scan_{scan}")
+    conda:
+        "../envs/plot.yaml"
+    shell:
+        "{FLAVOURFLOW} compare --rank {params.metrics:q} --grid {params.grid:q}"
+        " --rank-by {params.rank_by} --table {output.table:q} --json {output.json:q}"
+        " > {log:q} 2>&1"

@@ -1,12 +1,16 @@
 # dump: one ROOT file -> one TDD-layout HDF5 file (one job per input file or shard), in the
 # sample's format (flavourflow, physlite or mapping); remote files are fetched first.
 
+# Read-block size: it changes memory and speed, not the dump's content (tested), so it is
+# not a param: changing it reruns nothing.
+DUMP_STEP = config["dump"]["step_size"]
+
 
 def dump_source(wildcards):
     entry = SAMPLES[wildcards.sample]
     if entry["source"] == "generator":
         return f"results/generate/{wildcards.sample}/{wildcards.file}.root"
-    item = {file_entry(f)["stem"]: file_entry(f) for f in entry["files"]}[wildcards.file]
+    item = file_entries(wildcards.sample)[wildcards.file]
     if item["remote"]:
         return f"resources/fetch/{wildcards.sample}/{wildcards.file}.root"
     return item["location"]
@@ -30,18 +34,21 @@ rule dump:
     output:
         "results/dump/{sample}/{file}.h5",
     params:
-        # the keys the dump reads (not merge_layout: a merge setting must not redo the dumps)
-        dump={k: v for k, v in config["dump"].items() if k != "merge_layout"},
+        # what the dump's content depends on (step_size and merge_layout do not change it)
+        dump={k: v for k, v in config["dump"].items() if k not in ("step_size", "merge_layout")},
         format=dump_format,
-        mapping=lambda wildcards: " ".join(f"--mapping {m}" for m in dump_mapping(wildcards)),
+        mapping=lambda wildcards, input: [a for m in input.mapping for a in ("--mapping", m)],
+        versions=versions("dump"),
     log:
         "logs/dump/{sample}/{file}.log",
+    benchmark:
+        benchmark("dump", "{sample}/{file}")
     conda:
         "../envs/dump.yaml"
     shell:
-        "{FLAVOURFLOW} dump --input {input.root} --output {output} --format {params.format}"
-        " {params.mapping}"
+        "{FLAVOURFLOW} dump --input {input.root:q} --output {output:q} --format {params.format}"
+        " {params.mapping:q}"
         " --pt-min {params.dump[selection][pt_min]}"
         " --abs-eta-max {params.dump[selection][abs_eta_max]}"
-        " --max-tracks {params.dump[max_tracks]} --step-size {params.dump[step_size]}"
-        " --compression {params.dump[compression]} > {log} 2>&1"
+        " --max-tracks {params.dump[max_tracks]} --step-size {DUMP_STEP}"
+        " --compression {params.dump[compression]} > {log:q} 2>&1"

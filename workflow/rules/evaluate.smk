@@ -1,4 +1,16 @@
-# evaluate: the exported network (after its closure gate) on a sample's test split.
+# evaluate: the exported network (after its closure gate) on a sample's test split; a study
+# (config `studies`) re-evaluates with its own f_c, working points, jet selection, samples
+# or models into results/evaluate/<model>/<sample>.<study>/, beside the default outputs.
+
+EVALUATE_PLOTS = ["roc", "discriminant", "training"]
+
+
+def evaluate_settings(wildcards):
+    """The evaluation settings of the default evaluation, or of a study over them."""
+    study = STUDIES[wildcards.study] if getattr(wildcards, "study", None) else {}
+    return {"f_c": study.get("f_c", config["evaluate"]["f_c"]),
+            "working_points": study.get("working_points", config["evaluate"]["working_points"]),
+            "selection": as_json(study.get("selection", {}))}
 
 
 rule evaluate:
@@ -12,21 +24,40 @@ rule evaluate:
     output:
         metrics="results/evaluate/{model}/{sample}/metrics.json",
         scores="results/evaluate/{model}/{sample}/scores.h5",
-        plots=expand(
-            "results/evaluate/{{model}}/{{sample}}/{name}.{ext}",
-            name=["roc", "discriminant", "training"],
-            ext=["pdf", "png"],
-        ),
+        plots=expand("results/evaluate/{{model}}/{{sample}}/{name}.{ext}",
+                     name=EVALUATE_PLOTS, ext=["pdf", "png"]),
     params:
-        f_c=config["evaluate"]["f_c"],
-        working_points=config["evaluate"]["working_points"],
+        settings=evaluate_settings,
+        working_points=lambda wildcards: evaluate_settings(wildcards)["working_points"],
+        outdir=lambda wildcards, output: os.path.dirname(output.metrics),
+        title=lambda wildcards: f"{wildcards.model} on {wildcards.sample}",
+        versions=versions("evaluate"),
     log:
         "logs/evaluate/{model}/{sample}.log",
+    benchmark:
+        benchmark("evaluate", "{model}/{sample}")
     conda:
         "../envs/plot.yaml"
     shell:
-        "{FLAVOURFLOW} evaluate --network {input.network} --variables {input.variables}"
-        " --sample {input.sample} --history {input.history}"
-        " --outdir results/evaluate/{wildcards.model}/{wildcards.sample}"
-        " --fc {params.f_c} --working-points {params.working_points}"
-        " --title '{wildcards.model} on {wildcards.sample}' > {log} 2>&1"
+        "{FLAVOURFLOW} evaluate --network {input.network:q} --variables {input.variables:q}"
+        " --sample {input.sample:q} --history {input.history:q} --outdir {params.outdir:q}"
+        " --fc {params.settings[f_c]} --working-points {params.working_points}"
+        " --selection {params.settings[selection]:q} --title {params.title:q} > {log:q} 2>&1"
+
+
+use rule evaluate as evaluate_study with:
+    output:
+        metrics="results/evaluate/{model}/{sample}.{study}/metrics.json",
+        scores="results/evaluate/{model}/{sample}.{study}/scores.h5",
+        plots=expand("results/evaluate/{{model}}/{{sample}}.{{study}}/{name}.{ext}",
+                     name=EVALUATE_PLOTS, ext=["pdf", "png"]),
+    params:
+        settings=evaluate_settings,
+        working_points=lambda wildcards: evaluate_settings(wildcards)["working_points"],
+        outdir=lambda wildcards, output: os.path.dirname(output.metrics),
+        title=lambda wildcards: f"{wildcards.model} on {wildcards.sample} ({wildcards.study})",
+        versions=versions("evaluate"),
+    log:
+        "logs/evaluate/{model}/{sample}.{study}.log",
+    benchmark:
+        benchmark("evaluate", "{model}/{sample}.{study}")

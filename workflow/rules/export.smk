@@ -1,32 +1,63 @@
-# export: Keras -> lwtnn JSON and ONNX, and the closure gate: fails unless Keras, the numpy
-# lwtnn evaluator and onnxruntime agree pairwise (and lwtnn's C++ test, when on PATH).
+# export: Keras -> lwtnn JSON and ONNX (rule export), then the closure gate (rule closure):
+# it fails unless Keras, the numpy lwtnn evaluator and onnxruntime agree pairwise (and
+# lwtnn's C++ test, when on PATH). Evaluation and inject wait for the gate. The gate's
+# settings are not the conversion's: changing export.tolerance reruns the closure and what it
+# gates, never the conversion (network.json and model.onnx keep their bytes).
+
+EXPORT_TEST = expand("results/preprocess/{{model}}/test_{group}.npy",
+                     group=["jets", "tracks", "tracks_valid"])
 
 
 rule export:
     input:
         model="results/train/{model}/model.keras",
         variables="results/preprocess/{model}/variables.json",
-        test=expand(
-            "results/preprocess/{{model}}/test_{group}.npy",
-            group=["jets", "tracks", "tracks_valid"],
-        ),
+        test=EXPORT_TEST,
         code=code("export"),
     output:
         network="results/export/{model}/network.json",
         onnx="results/export/{model}/model.onnx",
-        closure="results/export/{model}/closure.json",
-        inputs="results/export/{model}/inputs.json",
     params:
-        export=config["export"],
+        opset=config["export"]["onnx_opset"],
+        versions=versions("export"),
     log:
         "logs/export/{model}.log",
+    benchmark:
+        benchmark("export", "{model}")
     conda:
         "../envs/train.yaml"
     shell:
-        "{FLAVOURFLOW} export --model {input.model} --variables {input.variables}"
-        " --test-dir results/preprocess/{wildcards.model} --network {output.network}"
-        " --closure {output.closure} --inputs-json {output.inputs}"
-        " --onnx {output.onnx} --onnx-opset {params.export[onnx_opset]}"
-        " --tolerance {params.export[tolerance]} --max-jets {params.export[max_jets]}"
-        " --min-jets {params.export[min_jets]}"
-        " > {log} 2>&1"
+        "{FLAVOURFLOW} export --model {input.model:q} --variables {input.variables:q}"
+        " --test-dir results/preprocess/{wildcards.model} --network {output.network:q}"
+        " --onnx {output.onnx:q} --onnx-opset {params.opset} > {log:q} 2>&1"
+
+
+rule closure:
+    input:
+        model="results/train/{model}/model.keras",
+        variables="results/preprocess/{model}/variables.json",
+        test=EXPORT_TEST,
+        network="results/export/{model}/network.json",
+        onnx="results/export/{model}/model.onnx",
+        code=code("export"),
+    output:
+        closure="results/export/{model}/closure.json",
+        inputs="results/export/{model}/inputs.json",
+    params:
+        tolerance=config["export"]["tolerance"],
+        max_jets=config["export"]["max_jets"],
+        min_jets=config["export"]["min_jets"],
+        versions=versions("export"),
+    log:
+        "logs/export/{model}.closure.log",
+    benchmark:
+        benchmark("export", "{model}.closure")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "{FLAVOURFLOW} export --check --model {input.model:q} --variables {input.variables:q}"
+        " --test-dir results/preprocess/{wildcards.model} --network {input.network:q}"
+        " --onnx {input.onnx:q} --closure {output.closure:q} --inputs-json {output.inputs:q}"
+        " --tolerance {params.tolerance} --max-jets {params.max_jets}"
+        " --min-jets {params.min_jets} > {log:q} 2>&1"
+

@@ -15,8 +15,11 @@ rule generate:
         "results/generate/{sample}/shard_{shard}.root",
     params:
         gen=generator_params,
+        versions=versions("generate"),
     log:
         "logs/generate/{sample}/shard_{shard}.log",
+    benchmark:
+        benchmark("generate", "{sample}/shard_{shard}")
     conda:
         "../envs/generate.yaml"
     shell:
@@ -24,4 +27,4 @@ rule generate:
         " --events {params.gen[events_per_shard]} --seed {params.gen[seed]}"
         " --shard {wildcards.shard} --jet-pt-min {params.gen[jet_pt_min]}"
         " --jet-eta-max {params.gen[jet_eta_max]} --pileup-tracks {params.gen[pileup_tracks]}"
-        " --output {output} > {log} 2>&1"
+        " --output {output:q} > {log:q} 2>&1"

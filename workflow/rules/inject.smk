@@ -1,6 +1,9 @@
 # inject: an exported network's scores written back next to each input ROOT file (one job per
 # model and file): a friend tree aligned with the original events, and the same as h5.
 
+# Events per read: memory and speed, not content, so not a param.
+INJECT_STEP = config["inject"]["step_size"]
+
 
 rule inject:
     input:
@@ -13,15 +16,17 @@ rule inject:
         root="results/inject/{model}/{sample}/{file}.root",
         h5="results/inject/{model}/{sample}/{file}.h5",
     params:
-        step_size=config["inject"]["step_size"],
         format=config["inject"]["format"],
         f_c=config["evaluate"]["f_c"],
+        versions=versions("inject"),
     log:
         "logs/inject/{model}/{sample}/{file}.log",
+    benchmark:
+        benchmark("inject", "{model}/{sample}/{file}")
     conda:
         "../envs/dump.yaml"
     shell:
-        "{FLAVOURFLOW} inject --ntuple {input.ntuple} --dump {input.dump}"
-        " --network {input.network} --model {wildcards.model}"
-        " --tree-out {output.root} --h5-out {output.h5} --fc {params.f_c}"
-        " --step-size {params.step_size} --format {params.format} > {log} 2>&1"
+        "{FLAVOURFLOW} inject --ntuple {input.ntuple:q} --dump {input.dump:q}"
+        " --network {input.network:q} --model {wildcards.model}"
+        " --tree-out {output.root:q} --h5-out {output.h5:q} --fc {params.f_c}"
+        " --step-size {INJECT_STEP} --format {params.format} > {log:q} 2>&1"

@@ -14,10 +14,13 @@ rule inspect:
         ),
     params:
         bins=config["inspect"]["bins"],
+        versions=versions("inspect"),
     log:
         "logs/inspect/{sample}.log",
+    benchmark:
+        benchmark("inspect", "{sample}")
     conda:
         "../envs/plot.yaml"
     shell:
-        "{FLAVOURFLOW} inspect --input {input.sample} --outdir results/inspect/{wildcards.sample}"
-        " --bins {params.bins} --title {wildcards.sample} > {log} 2>&1"
+        "{FLAVOURFLOW} inspect --input {input.sample:q} --outdir results/inspect/{wildcards.sample}"
+        " --bins {params.bins} --title {wildcards.sample} > {log:q} 2>&1"

@@ -13,7 +13,9 @@ def _preprocess_params(w):
     return {
         "jet_variables": entry.get("jet_variables", []),
         "track_variables": tracks,
-        # a jets-only model reads no tracks: dump.max_tracks must not rerun it
+        # a jets-only model reads no tracks (0). A change of dump.max_tracks still reruns
+        # it: it rewrites the dumps, and Snakemake reruns whatever reads a rewritten file;
+        # models.<model>.max_tracks changes one model's tracks alone.
         "max_tracks": entry.get("max_tracks", config["dump"]["max_tracks"]) if tracks else 0,
         "log_variables": entry.get("log_variables", []),
         "log1p_variables": entry.get("log1p_variables", []),
@@ -34,20 +36,23 @@ rule preprocess:
         ),
     params:
         model=_preprocess_params,
+        versions=versions("preprocess"),
         resampling=lambda w: as_json(MODELS[w.model].get("resampling", {})),
         split=as_json(config["preprocess"]["split"]),
         pre=config["preprocess"],
     log:
         "logs/preprocess/{model}.log",
+    benchmark:
+        benchmark("preprocess", "{model}")
     conda:
         "../envs/plot.yaml"
     shell:
-        "{FLAVOURFLOW} preprocess --input {input.sample} --outdir results/preprocess/{wildcards.model}"
-        " --model {wildcards.model} --variables {params.model[jet_variables]}"
-        " --track-variables {params.model[track_variables]}"
-        " --max-tracks {params.model[max_tracks]} --log-variables {params.model[log_variables]}"
-        " --log1p-variables {params.model[log1p_variables]}"
+        "{FLAVOURFLOW} preprocess --input {input.sample:q} --outdir results/preprocess/{wildcards.model}"
+        " --model {wildcards.model} --variables {params.model[jet_variables]:q}"
+        " --track-variables {params.model[track_variables]:q}"
+        " --max-tracks {params.model[max_tracks]} --log-variables {params.model[log_variables]:q}"
+        " --log1p-variables {params.model[log1p_variables]:q}"
         " --resampling {params.resampling:q}"
         " --fractions {params.split:q} --split-seed {params.pre[split_seed]}"
         " --shuffle-seed {params.pre[shuffle_seed]} --block-size {params.pre[block_size]}"
-        " > {log} 2>&1"
+        " > {log:q} 2>&1"

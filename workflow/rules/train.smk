@@ -15,6 +15,7 @@ rule train:
         training=lambda w: as_json(MODELS[w.model]["training"]),
         # recorded in training.json: the model's entry, its sample and its preprocessing (a
         # change to any of them reruns preprocess, hence this rule, anyway)
+        versions=versions("train"),
         record=lambda w: as_json({"model": MODELS[w.model],
                                   "sample": SAMPLES[MODELS[w.model]["sample"]],
                                   "preprocess": config["preprocess"]}),
@@ -25,6 +26,8 @@ rule train:
         gpu=1,
     log:
         "logs/train/{model}.log",
+    benchmark:
+        benchmark("train", "{model}")
     conda:
         "../envs/train.yaml"
     shell:
@@ -32,4 +35,4 @@ rule train:
         " --model {output.model} --history {output.history} --info {output.info}"
         " --architecture {params.arch} --options {params.options:q}"
         " --training {params.training:q} --record {params.record:q} --threads {threads}"
-        " > {log} 2>&1"
+        " > {log:q} 2>&1"

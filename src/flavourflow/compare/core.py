@@ -8,7 +8,9 @@ the dump, hence the same for all).
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from flavourflow.core import roc
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import CLASSES, LABEL_FIELD
 from flavourflow.core.outputs import atomic_path, write_json
-from flavourflow.core.plots import rejection_curves
+from flavourflow.core.rejections import rejection_curves
 
 log = logging.getLogger(__name__)
 
@@ -89,4 +91,51 @@ def table(result: dict, working_points: Sequence[float]) -> str:
         auc = entry["auc_b_vs_light"]
         lines.append(f"| {name} | {'-' if auc is None else f'{auc:.4f}'} | " + " | ".join(
             f"{cell(p['light_rejection'])} | {cell(p['c_rejection'])}" for p in points) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def rank(metrics: Mapping[str, Path], grid: Mapping[str, Mapping[str, object]],
+         rank_by: float) -> list[dict]:
+    """A scan's variants, best first: by the network's light rejection at the ``rank_by``
+    b efficiency (then c rejection), each with its grid values and AUC."""
+    key = f"{round(rank_by * 100)}"
+    rows = []
+    for name, path in metrics.items():
+        try:
+            entry = json.loads(Path(path).read_text())["taggers"]["network"]
+        except (OSError, ValueError, KeyError) as err:
+            raise FlavourflowError(f"not an evaluate metrics.json ({err})", path=path) from None
+        if key not in entry["working_points"]:
+            raise FlavourflowError(f"no working point {key} % (add {rank_by} to "
+                                   "evaluate.working_points)", path=path, field="working_points")
+        point = entry["working_points"][key]
+        rows.append({"model": name, **{k: grid.get(name, {}).get(k) for k in _grid_keys(grid)},
+                     "light_rejection": point["light_rejection"],
+                     "c_rejection": point["c_rejection"],
+                     "auc_b_vs_light": entry["auc_b_vs_light"]})
+
+    def order(row: dict) -> tuple[float, float]:
+        return tuple(-(v if v is not None and math.isfinite(v) else -math.inf)
+                     for v in (row["light_rejection"], row["c_rejection"]))
+
+    return sorted(rows, key=order)
+
+
+def _grid_keys(grid: Mapping[str, Mapping[str, object]]) -> list[str]:
+    return sorted({k for values in grid.values() for k in values})
+
+
+def ranking_table(rows: Sequence[dict], rank_by: float) -> str:
+    """The ranking as a Markdown table."""
+    keys = [k for k in rows[0] if k not in ("model", "light_rejection", "c_rejection",
+                                            "auc_b_vs_light")] if rows else []
+    wp = round(rank_by * 100)
+    head = ["rank", "model", *keys, f"light rej. {wp} %", f"c rej. {wp} %", "AUC b/light"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, row in enumerate(rows, 1):
+        cells = [str(i), row["model"], *(json.dumps(row[k]) for k in keys),
+                 *(f"{row[k]:.1f}" if row[k] is not None else "-"
+                   for k in ("light_rejection", "c_rejection")),
+                 f"{row['auc_b_vs_light']:.4f}" if row["auc_b_vs_light"] is not None else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -18,11 +18,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fc", type=float, default=0.018, help="charm fraction f_c in D_b")
     p.add_argument("--working-points", type=float, nargs="+", default=list(WORKING_POINTS))
     p.add_argument("--title", default="")
+    p.add_argument("--selection", default="{}",
+                   help="JSON {pt_min, pt_max, abs_eta_min, abs_eta_max} (MeV): test jets kept")
 
 
 def main(args: argparse.Namespace) -> int:
+    import json
+
+    from flavourflow.core.errors import FlavourflowError
     from flavourflow.evaluate import core
 
+    try:
+        selection = json.loads(args.selection)
+    except json.JSONDecodeError as err:
+        raise FlavourflowError(f"--selection is not JSON ({err})", field="selection") from None
+    if not isinstance(selection, dict) or not all(
+            isinstance(v, int | float) for v in selection.values()):
+        raise FlavourflowError("--selection wants {key: number}", field="selection")
     core.run(args.network, args.variables, args.sample, args.history, args.outdir, args.fc,
-             args.working_points, args.title)
+             args.working_points, args.title, selection)
     return 0

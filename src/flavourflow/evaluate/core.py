@@ -20,7 +20,8 @@ from flavourflow.core import split as splitting
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import BASELINES, BOTTOM, CLASSES, LABEL_FIELD
 from flavourflow.core.outputs import atomic_path, write_json
-from flavourflow.core.plots import figure, rejection_curves, save
+from flavourflow.core.plots import figure, save
+from flavourflow.core.rejections import rejection_curves
 from flavourflow.export.evaluator import LightweightGraph
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,32 @@ COPIED_FIELDS = {"pt": "f4", "eta": "f4", "eventNumber": "i8", "jetIndex": "i4",
                  LABEL_FIELD: "i4", **dict.fromkeys(BASELINES, "f4")}
 
 
+#: Evaluation-time jet selection keys (MeV), as a study's `selection` names them.
+SELECTION_KEYS = ("pt_min", "pt_max", "abs_eta_min", "abs_eta_max")
+
+
+def selected(jets: np.ndarray, selection: dict[str, float]) -> np.ndarray:
+    """Mask of the jets passing an evaluation-time selection (pt_min <= pT < pt_max,
+    abs_eta_min <= |eta| < abs_eta_max; absent keys do not cut)."""
+    unknown = set(selection) - set(SELECTION_KEYS)
+    if unknown:
+        raise FlavourflowError(f"unknown selection keys {sorted(unknown)}; known: "
+                               f"{list(SELECTION_KEYS)}", field="selection")
+    pt, abs_eta = jets["pt"], np.abs(jets["eta"])
+    keep = np.ones(len(jets), dtype=bool)
+    keep &= pt >= selection.get("pt_min", -np.inf)
+    keep &= pt < selection.get("pt_max", np.inf)
+    keep &= abs_eta >= selection.get("abs_eta_min", -np.inf)
+    keep &= abs_eta < selection.get("abs_eta_max", np.inf)
+    return keep
+
+
 def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: float,
-          block_size: int = 100_000) -> int:
+          block_size: int = 100_000, selection: dict[str, float] | None = None) -> int:
     """Write per-jet scores of the test split of ``sample`` to ``scores_out``; return count.
+
+    ``selection`` (see :func:`selected`) keeps only some test jets: a study's cut applied
+    when evaluating, so that asking for it retrains nothing.
 
     The network's inputs are computed from the dump as variables.json describes them
     (:mod:`flavourflow.core.inputs`: jet variables, ``log_`` transforms, the first
@@ -73,6 +97,8 @@ def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: f
         for start in range(0, len(jets), block_size):
             block = jets.fields(sorted(jet_fields))[start : start + block_size]
             test = splitting.mask(block["eventNumber"], "test", fractions, seed)
+            if selection:
+                test &= selected(block, selection)
             block = block[test]
             trk = None
             if tracks is not None:
@@ -89,6 +115,7 @@ def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: f
             ds[n:] = rows
             n += len(rows)
         out.attrs["f_c"] = f_c
+        out.attrs["selection"] = json.dumps(selection or {}, sort_keys=True)
         out.attrs["network"] = str(network)
     if n == 0:
         raise FlavourflowError("no test jets", path=sample, field="eventNumber")
@@ -160,13 +187,15 @@ def plot_history(history: Path, stem: Path, title: str) -> None:
 
 
 def run(network: Path, variables_path: Path, sample: Path, history: Path, outdir: Path,
-        f_c: float, working_points: Sequence[float], title: str) -> dict:
+        f_c: float, working_points: Sequence[float], title: str,
+        selection: dict[str, float] | None = None) -> dict:
     """Score, measure and plot; outputs under ``outdir``."""
     variables = json.loads(variables_path.read_text())
     scores = outdir / "scores.h5"
-    n = score(network, variables, sample, scores, f_c)
+    n = score(network, variables, sample, scores, f_c, selection=selection)
     result = metrics(scores, working_points)
     result["f_c"] = f_c
+    result["selection"] = selection or {}
     plot_roc(scores, outdir / "roc", title)
     plot_discriminant(scores, outdir / "discriminant", title)
     plot_history(history, outdir / "training", title)

@@ -26,12 +26,19 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--network", type=Path, required=True, help="output lwtnn network.json")
     parser.add_argument("--onnx", type=Path, default=None, help="output model.onnx (tf2onnx)")
     parser.add_argument("--onnx-opset", type=int, default=17, help="ONNX opset of model.onnx")
-    parser.add_argument("--closure", type=Path, required=True, help="output closure.json")
+    parser.add_argument("--closure", type=Path, default=None,
+                        help="output closure.json (without it: convert only, no closure)")
     parser.add_argument(
         "--inputs-json",
         type=Path,
-        required=True,
+        default=None,
         help="output: one test jet for `lwtnn-test-lightweight-graph NETWORK INPUTS`",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="closure only: read --network and --onnx (written by a run without --closure) "
+        "instead of writing them",
     )
     parser.add_argument(
         "--tolerance",
@@ -55,8 +62,18 @@ def add_parser(subparsers) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the export stage; FlavourflowError propagates to the top-level CLI."""
-    from flavourflow.export.closure import run, summarise
+    from flavourflow.core.errors import FlavourflowError
+    from flavourflow.export.closure import export, run, summarise
 
+    if args.closure is None:
+        if args.check:
+            raise FlavourflowError("--check needs --closure and --inputs-json", field="closure")
+        export(args.model, args.variables, args.test_dir, args.network, args.onnx,
+               args.onnx_opset)
+        log.info("exported %s%s", args.network, f" and {args.onnx}" if args.onnx else "")
+        return 0
+    if args.inputs_json is None:
+        raise FlavourflowError("--closure needs --inputs-json", field="inputs-json")
     summary = run(
         model_path=args.model,
         variables_path=args.variables,
@@ -69,6 +86,7 @@ def main(args: argparse.Namespace) -> int:
         min_jets=args.min_jets,
         onnx_out=args.onnx,
         onnx_opset=args.onnx_opset,
+        check_only=args.check,
     )
     log.info("%s", summarise(summary))
     return 0

@@ -525,8 +525,13 @@ def run(
     onnx_opset: int = DEFAULT_OPSET,
     chunk_size: int = CHUNK_SIZE,
     lwtnn_test: str | None = None,
+    check_only: bool = False,
 ) -> dict[str, Any]:
     """Convert, run the closure on up to ``max_jets`` test jets (plus edge jets), write outputs.
+
+    With ``check_only`` the network and ONNX files are not written but read (what
+    :func:`export` wrote): the closure then judges the files that get deployed, and a failed
+    closure leaves them in place (the workflow's gate is the closure file).
 
     With ``onnx_out`` the ONNX export joins the closure (Keras vs lwtnn vs onnxruntime);
     without it only Keras vs lwtnn is compared. ``lwtnn_test`` overrides the path of lwtnn's
@@ -545,14 +550,16 @@ def run(
             f"{chunk_size}"
         )
     failed_out = Path(closure_out).with_suffix(".failed.json")
-    outputs = [network_out, inputs_out, closure_out, failed_out] + ([onnx_out] if onnx_out else [])
+    outputs = [inputs_out, closure_out, failed_out]
+    if not check_only:
+        outputs += [network_out] + ([onnx_out] if onnx_out else [])
     for stale in outputs:
         Path(stale).unlink(missing_ok=True)  # a failed run must not leave an old one behind
 
     variables = _read_variables(variables_path)
     model = _load_model(model_path)
     network, roles = convert(model, variables)
-    network_text = json.dumps(network, indent=2, allow_nan=False) + "\n"
+    network_text = Path(network_out).read_text() if check_only else _network_text(network)
     graph = LightweightGraph(json.loads(network_text))  # evaluate exactly what gets written
 
     data = _TestData(Path(test_dir), graph)
@@ -564,8 +571,8 @@ def run(
 
     proto = scorer = None
     if onnx_out is not None:
-        steps = {name: values.shape[1] for name, (values, _, _) in data.sequences.items()}
-        proto = keras_to_onnx(model, roles, network, onnx_opset, steps)
+        proto = _onnx_proto(onnx_out) if check_only else keras_to_onnx(
+            model, roles, network, onnx_opset, _steps(data))
         scorer = OnnxScorer(proto.SerializeToString())
 
     names = graph.output_names
@@ -636,14 +643,53 @@ def run(
             f"{summary['max_abs_diff']}, non-finite {nonfinite}, lwtnn C++ "
             f"{'passed' if cpp.get('passed', True) else 'FAILED'}); see {failed_out}"
         )
-    with atomic_path(network_out) as tmp:
-        tmp.write_text(network_text)
-    if proto is not None:
-        save(proto, onnx_out)
+    if not check_only:
+        with atomic_path(network_out) as tmp:
+            tmp.write_text(network_text)
+        if proto is not None:
+            save(proto, onnx_out)
     write_json(inputs_out, inputs_json)
     write_json(closure_out, summary)
     log.info("closure passed on %d jets: max |diff| = %.3g", n_compared, overall)
     return summary
+
+
+def _network_text(network: Mapping[str, Any]) -> str:
+    return json.dumps(network, indent=2, allow_nan=False) + "\n"
+
+
+def _steps(data: _TestData) -> dict[str, int]:
+    """Each sequence input's fixed length, as the test memmaps have it."""
+    return {name: values.shape[1] for name, (values, _, _) in data.sequences.items()}
+
+
+def _onnx_proto(path: PathLike) -> Any:
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as err:  # onnx raises protobuf's DecodeError, OSError, ValueError...
+        raise FlavourflowError(f"not a readable ONNX model ({err})", path=path) from None
+
+
+def export(model_path: PathLike, variables_path: PathLike, test_dir: PathLike,
+           network_out: PathLike, onnx_out: PathLike | None = None,
+           onnx_opset: int = DEFAULT_OPSET) -> None:
+    """Keras -> lwtnn ``network_out`` (and ONNX ``onnx_out``), with no closure: the workflow's
+    export rule, whose outputs depend on the model alone (the closure rule then checks them
+    with settings of its own). The same model gives the same bytes."""
+    from flavourflow.export.lwtnn import convert
+    from flavourflow.export.onnx import keras_to_onnx, save
+
+    variables = _read_variables(variables_path)
+    model = _load_model(model_path)
+    network, roles = convert(model, variables)
+    network_text = _network_text(network)
+    if onnx_out is not None:
+        data = _TestData(Path(test_dir), LightweightGraph(json.loads(network_text)))
+        save(keras_to_onnx(model, roles, network, onnx_opset, _steps(data)), onnx_out)
+    with atomic_path(network_out) as tmp:
+        tmp.write_text(network_text)
 
 
 def _onnx_record(proto: Any, path: PathLike | None, opset: int, roles) -> dict[str, Any]:

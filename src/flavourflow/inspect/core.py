@@ -31,7 +31,8 @@ from flavourflow.core.flavours import (
     TAGGER_FC,
 )
 from flavourflow.core.outputs import write_json
-from flavourflow.core.plots import figure, rejection_curves, save
+from flavourflow.core.plots import figure, save
+from flavourflow.core.rejections import rejection_curves
 
 log = logging.getLogger(__name__)
 
