@@ -99,6 +99,9 @@ class _LogBar(tqdm):
             parts.append(postfix)
         return ", ".join(parts)
 
+    def moveto(self, n: int) -> None:
+        """No cursor moves (tqdm's way of stacking nested bars): a log line has no place."""
+
     def close(self) -> None:
         if not self.disable and self.n == self.last_print_n:
             self.leave = False  # tqdm then clears the line instead: nothing reaches the log
