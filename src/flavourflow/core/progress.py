@@ -1,19 +1,21 @@
 """Progress of long jobs (events generated, dumped, jets scored, epochs trained), with tqdm.
 
-One helper, :func:`bar`, so that every stage reports the same way:
+One helper, :func:`bar` (and :func:`track` around a loop), so that every stage reports the
+same way:
 
 * when stderr is a terminal (a stage's CLI run by hand): tqdm's live bar, redrawn in place;
-* otherwise (a Snakemake log file, a batch job's output): no bar and no carriage returns, but
-  whole log lines through :mod:`logging` (so they carry its timestamp), one every
-  ``FLAVOURFLOW_PROGRESS_INTERVAL`` seconds (default 10) and one at the end, e.g.::
+* otherwise (a Snakemake log file, a batch job's output): no bar, no carriage return and no
+  cursor move, but whole lines through :mod:`logging` (so they carry its timestamp), at most
+  one every ``FLAVOURFLOW_PROGRESS_INTERVAL`` seconds (default 10) and one at the end, e.g.::
 
       2026-12-06 13:02:11,304 flavourflow.progress INFO dump sample.root: 12000/50000 events
-      (24%) in 00:10, 1190.52 events/s, 00:32 left, 8213 jets
+      (24%) in 00:10, 1191 events/s, 00:32 left, 8213 jets
 
-  A job shorter than the interval writes none: a log gets progress only where it helps.
+  A job shorter than the interval writes none: a log gets progress where it helps.
 
 ``FLAVOURFLOW_PROGRESS=0`` (or tqdm's own ``TQDM_DISABLE=1``) silences both. Progress never
-changes what a stage writes: the bars only count.
+changes what a stage writes: the bars only count. Where tqdm is not installed (an environment
+made before it was a dependency), the stages run as before, without progress.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from tqdm import tqdm
+try:
+    from tqdm import tqdm
+except ImportError:  # an environment made before tqdm was a dependency: no progress, no error
+    tqdm = None
 
 #: Set to 0 (or off, false, no) to silence every progress report.
 ENV = "FLAVOURFLOW_PROGRESS"
@@ -61,7 +66,29 @@ def live() -> bool:
         return False
 
 
-class _LogBar(tqdm):
+class _Silent:
+    """What :func:`bar` returns where tqdm is not installed: counts, reports nothing."""
+
+    n = 0
+    disable = True
+
+    def update(self, n: float = 1) -> None:
+        self.n += n
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _Silent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _LogBar(tqdm if tqdm is not None else _Silent):
     """tqdm writing log lines: one plain line per redraw (no bar), e.g. ``dump x.root:
     12000/50000 events (24%) in 00:10, 1191 events/s, 00:32 left, 8213 jets``; a slow job's
     rate reads ``45.2 s each`` (per epoch, per event). The closing line is left out when the
@@ -127,7 +154,7 @@ class _LogLines:
 
 def bar(total: float | None = None, desc: str = "", unit: str = "it", *,
         initial: float = 0, unit_scale: bool = False, every: float | None = None,
-        leave: bool = True, logger: logging.Logger = LOGGER) -> tqdm:
+        leave: bool = True, logger: logging.Logger = LOGGER) -> Any:
     """A tqdm bar for a job of ``total`` ``unit`` (None: unknown), described by ``desc``.
 
     A live bar on a terminal, log lines (see the module docstring) elsewhere; ``every``
@@ -140,6 +167,8 @@ def bar(total: float | None = None, desc: str = "", unit: str = "it", *,
         "unit_scale": unit_scale, "unit_divisor": 1024 if unit_scale else 1000,
         "disable": not enabled(), "leave": leave,
     }
+    if tqdm is None:
+        return _Silent()
     if live():
         # a terminal that reports no width (a bare pseudo-terminal) would get an empty bar
         try:
@@ -170,7 +199,7 @@ def track(items: Iterable[T], total: float | None = None, desc: str = "", unit: 
 def console() -> contextlib.AbstractContextManager:
     """Around a stage's CLI: on a terminal, log records are printed above the live bars
     (tqdm's logging redirect) instead of through them; elsewhere nothing changes."""
-    if live() and enabled():
+    if tqdm is not None and live() and enabled():
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         return logging_redirect_tqdm()
