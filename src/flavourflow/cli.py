@@ -53,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     module = importlib.import_module(STAGES[args.stage])
+    from flavourflow.core import progress
+
     try:
-        return int(module.main(args) or 0)
+        with progress.console():
+            return int(module.main(args) or 0)
     except FlavourflowError as err:
         print(f"flavourflow {args.stage}: error: {err}", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ from typing import Protocol
 import awkward as ak
 import numpy as np
 
+from flavourflow.core import progress
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.outputs import atomic_path
 from flavourflow.dump import kernels, ntuple
@@ -65,6 +66,14 @@ def open_reader(source: Path, fmt: str = "flavourflow",
                            path=source, field="format")
 
 
+def _n_entries(reader: Reader) -> int | None:
+    """Events in the reader's tree or RNTuple (the progress total), None if it does not say."""
+    store = getattr(reader, "tree", None)
+    store = getattr(reader, "obj", None) if store is None else store
+    n = getattr(store, "num_entries", None)
+    return None if n is None else int(n)
+
+
 def run(
     source: Path,
     output: Path,
@@ -82,7 +91,8 @@ def run(
     """
     reader = open_reader(Path(source), fmt, mapping_file)
     n_events = 0
-    with atomic_path(output) as tmp, ThreadPoolExecutor(1, "dump-read") as pool:
+    with atomic_path(output) as tmp, ThreadPoolExecutor(1, "dump-read") as pool, \
+            progress.bar(_n_entries(reader), f"dump {Path(source).name}", "events") as done:
         writer = TDDWriter(tmp, compression)
         blocks = reader.blocks(step_size)
         reading: Future = pool.submit(next, blocks, None)
@@ -98,6 +108,8 @@ def run(
                 jets, tracks = reader.convert(events, selection, max_tracks)
                 if len(jets):
                     writer.append(jets, tracks)
+                done.set_postfix_str(f"{writer.n} jets", refresh=False)
+                done.update(len(events))
             if writer.n == 0:
                 raise FlavourflowError(
                     f"no jet passes the selection (pt > {selection.pt_min} MeV, "

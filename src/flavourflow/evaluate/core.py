@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from flavourflow.core import inputs, roc
+from flavourflow.core import inputs, progress, roc
 from flavourflow.core import split as splitting
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import BASELINES, BOTTOM, CLASSES, LABEL_FIELD
@@ -94,7 +94,9 @@ def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: f
             track_fields = list(dict.fromkeys([*track_fields, inputs.VALID_FIELD]))
         ds = out.create_dataset("jets", shape=(0,), maxshape=(None,), dtype=dtype,
                                 chunks=(4096,), compression="lzf")
-        for start in range(0, len(jets), block_size):
+        starts = range(0, len(jets), block_size)
+        for start in progress.track(starts, len(jets), f"evaluate {Path(sample).name}", "jets",
+                                    size=lambda start: min(block_size, len(jets) - start)):
             block = jets.fields(sorted(jet_fields))[start : start + block_size]
             test = splitting.mask(block["eventNumber"], "test", fractions, seed)
             if selection:

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from flavourflow.core import progress
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.outputs import atomic_path, write_json
 from flavourflow.export.evaluator import (
@@ -503,6 +504,12 @@ def _lwtnn_cpp(
     return record
 
 
+def _batch_size(batch: Batch) -> int:
+    """Jets in a (scalars, sequences) batch."""
+    norm_s, norm_q = batch
+    return len(next(iter(norm_s.values()))) if norm_s else len(next(iter(norm_q.values()))[0])
+
+
 def _batches(data: _TestData, n_jets: int, chunk_size: int, edge: Batch | None) -> Iterator:
     for start in range(0, n_jets, chunk_size):
         yield data.take(slice(start, min(start + chunk_size, n_jets)))
@@ -581,7 +588,10 @@ def run(
     keras_first = onnx_first = None
     first_raw: dict[str, np.ndarray] = {}
     n_compared = 0
-    for batch in _batches(data, n_jets, chunk_size, edge):
+    n_edge = 0 if edge is None else _batch_size(edge)
+    for batch in progress.track(_batches(data, n_jets, chunk_size, edge), n_jets + n_edge,
+                                f"export closure {Path(model_path).parent.name}", "jets",
+                                size=_batch_size):
         norm_s, norm_q = batch
         raw_s, raw_q = data.raw(batch)
         outs = {
@@ -598,7 +608,6 @@ def run(
             for j, name in enumerate(names):
                 comparison.update(name, outs[a][j], outs[b][j])
         n_compared += len(next(iter(outs["keras"])))
-        log.debug("closure: %d / %d jets", n_compared, n_jets)
 
     results = {f"{a}_vs_{b}": c.summary() for (a, b), c in comparisons.items()}
     overall = max(r["max_abs_diff"] for r in results.values())

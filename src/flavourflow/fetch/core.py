@@ -12,15 +12,19 @@ rucio://scope/name DIDs), inside the job rather than in Snakemake's scheduler, s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import logging
 import tempfile
+import threading
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+from flavourflow.core import progress
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.outputs import atomic_path
 
@@ -32,6 +36,8 @@ PLUGINS = {"http": "http", "https": "http", "root": "xrootd", "roots": "xrootd",
 CHECKSUMS = ("sha256", "adler32")
 ROOT_MAGIC = b"root"
 _CHUNK = 1 << 20
+#: Seconds between two looks at the size of the file being fetched (its progress).
+POLL_SECONDS = 0.5
 
 
 #: Exceptions (by class name, so that no plugin need be imported) retrying cannot help.
@@ -97,12 +103,39 @@ def _check_exists(obj, url: str) -> None:
         raise PermanentError("not found on the server (no such file)")
 
 
+@contextlib.contextmanager
+def _watch(local: Path, expected: int, url: str) -> Iterator[None]:
+    """Report the bytes the plugin has written to ``local`` so far as progress (the plugins
+    report none): the file's size, polled every :data:`POLL_SECONDS` from a thread."""
+    name = Path(urlparse(url).path).name or url
+    with progress.bar(expected or None, f"fetch {name}", "B", unit_scale=True) as bar:
+        stop = threading.Event()
+
+        def look() -> None:
+            with contextlib.suppress(OSError):  # (not created yet)
+                bar.update(local.stat().st_size - bar.n)
+
+        def poll() -> None:
+            while not stop.wait(POLL_SECONDS):
+                look()
+
+        thread = threading.Thread(target=poll, name="fetch-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            look()  # the size at the end
+
+
 def _attempt(obj, url: str, local: Path) -> int:
     """One transfer; returns the size. Raises on a short or failed transfer."""
     _check_exists(obj, url)
     expected = int(obj.size() or 0)
     local.unlink(missing_ok=True)
-    obj.retrieve_object()
+    with _watch(local, expected, url):
+        obj.retrieve_object()
     if not local.is_file():
         raise OSError("the plugin wrote no file")
     got = local.stat().st_size
@@ -113,19 +146,26 @@ def _attempt(obj, url: str, local: Path) -> int:
 
 def file_checksum(path: Path, algorithm: str) -> str:
     """sha256 (hex) or adler32 (8 hex digits, as Rucio and XRootD print it) of a file."""
+    if algorithm not in CHECKSUMS:
+        raise ValueError(f"unknown checksum {algorithm!r}; known: {CHECKSUMS}")
     if algorithm == "sha256":
         digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
+        for chunk in _chunks(path, algorithm):
+            digest.update(chunk)
         return digest.hexdigest()
-    if algorithm == "adler32":
-        value = 1
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                value = zlib.adler32(chunk, value)
-        return f"{value & 0xFFFFFFFF:08x}"
-    raise ValueError(f"unknown checksum {algorithm!r}; known: {CHECKSUMS}")
+    value = 1
+    for chunk in _chunks(path, algorithm):
+        value = zlib.adler32(chunk, value)
+    return f"{value & 0xFFFFFFFF:08x}"
+
+
+def _chunks(path: Path, algorithm: str) -> Iterator[bytes]:
+    """The bytes of ``path``, :data:`_CHUNK` at a time, with progress (the checksum of a
+    large file takes a while)."""
+    with open(path, "rb") as f:
+        yield from progress.track(iter(lambda: f.read(_CHUNK), b""), Path(path).stat().st_size,
+                                  f"fetch: {algorithm}", "B", size=len,
+                                  unit_scale=True)
 
 
 def fetch(url: str, output: Path, checksum: dict[str, str] | None = None, retries: int = 3,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flavourflow.core import progress
 from flavourflow.core.flavours import GeV
 from flavourflow.core.outputs import atomic_path
 from flavourflow.generate import jets as jetlib
@@ -124,9 +125,10 @@ def run_shard(config: ShardConfig, output: str | Path) -> dict[str, float]:
     charges = ChargeTable(pythia.particleData)
     rng = np.random.default_rng(derive_seed(config.seed, config.shard, "tracks"))
     lap("init")
-    with atomic_path(output) as tmp, ShardWriter(tmp) as writer:
+    with atomic_path(output) as tmp, ShardWriter(tmp) as writer, progress.bar(
+            config.events, f"generate {config.process} shard {config.shard}", "events") as bar:
         pending: list[Block] = []
-        done = 0
+        done = n_jets = 0
         while done < config.events:
             n = min(BATCH_EVENTS, config.events - done)
             batch = next_batch(pythia, n)
@@ -136,6 +138,9 @@ def run_shard(config: ShardConfig, output: str | Path) -> dict[str, float]:
             lap("readout")
             pending.append(process_batch(particles, config, charges, rng, done, lap))
             done += n
+            n_jets += int(pending[-1].n_jets.sum())
+            bar.set_postfix_str(f"{n_jets} jets", refresh=False)
+            bar.update(n)
             if sum(len(b) for b in pending) >= BASKET_EVENTS or done == config.events:
                 writer.write(Block.concatenate(pending))
                 pending = []

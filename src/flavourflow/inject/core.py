@@ -41,7 +41,7 @@ import numpy as np
 import uproot
 
 from flavourflow import __version__
-from flavourflow.core import roc
+from flavourflow.core import progress, roc
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.inputs import JET_NODE, TRACK_NODE, VALID_FIELD, lwtnn_inputs, node_variables
 from flavourflow.core.outputs import atomic_path
@@ -271,7 +271,9 @@ def run(
                 friend = _FriendWriter(root, model, columns, rntuple, title)
                 table = out.create_dataset("jets", shape=(0,), maxshape=(None,), dtype=row_dtype,
                                            chunks=(8192,), compression="lzf", shuffle=True)
-                for events in _events(events_tree, ntuple, step_size):
+                for events in progress.track(
+                        _events(events_tree, ntuple, step_size), events_tree.num_entries,
+                        f"inject {model} -> {Path(ntuple).name}", "events", size=len):
                     block_ev = np.asarray(events[EVENT_BRANCH], dtype=np.int64)
                     if np.unique(block_ev).size != block_ev.size:
                         raise FlavourflowError(

@@ -19,7 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from flavourflow.core import roc
+from flavourflow.core import progress, roc
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import (
     ALL_FLAVOURS,
@@ -132,7 +132,9 @@ def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float]
         ip_hists = FlavourHistograms(IP_SIGNIFICANCES, len(IP_EDGES) - 1,
                                      edges=dict.fromkeys(IP_SIGNIFICANCES, IP_EDGES))
         n_displaced_light = 0
-        for start in range(0, len(jets), block_size):
+        starts = range(0, len(jets), block_size)
+        for start in progress.track(starts, len(jets), f"inspect {Path(sample).name}", "jets",
+                                    size=lambda start: min(block_size, len(jets) - start)):
             j = jets[start : start + block_size]
             t = tracks[start : start + block_size]
             jet_hists.fill({n: j[n] for n in jet_vars}, j[LABEL_FIELD])

@@ -18,6 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from flavourflow.core import progress
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.outputs import atomic_path
 from flavourflow.dump.h5 import TDDWriter
@@ -27,8 +28,10 @@ log = logging.getLogger(__name__)
 DATASETS = ("jets", "tracks")
 
 
-def _check_compatible(sources: Sequence[Path]) -> None:
+def _check_compatible(sources: Sequence[Path]) -> int:
+    """Refuse sources whose datasets differ in layout; return their total number of jets."""
     reference: dict[str, tuple] = {}
+    total = 0
     for path in sources:
         with h5py.File(path, "r") as f:
             for name in DATASETS:
@@ -40,6 +43,8 @@ def _check_compatible(sources: Sequence[Path]) -> None:
                         f"layout {layout} differs from the first file's {reference[name]}",
                         path=path, field=name,
                     )
+            total += len(f["jets"])
+    return total
 
 
 def parse_window(text: str) -> tuple[float, float]:
@@ -69,11 +74,12 @@ def run(sources: Sequence[Path], output: Path, block_size: int = 100_000,
     if layout not in LAYOUTS:
         raise FlavourflowError(f"unknown merge layout {layout!r}; known: {LAYOUTS}",
                                field="layout")
-    _check_compatible(sources)
+    n_jets = _check_compatible(sources)
     if layout == "virtual" and pt_windows is None:
         return _virtual(sources, output)
     provenance = []
-    with atomic_path(output) as tmp:
+    with atomic_path(output) as tmp, progress.bar(
+            n_jets, f"merge {len(sources)} files -> {Path(output).name}", "jets") as done:
         writer = TDDWriter(tmp, compression)
         try:
             for k, path in enumerate(sources):
@@ -89,6 +95,7 @@ def run(sources: Sequence[Path], output: Path, block_size: int = 100_000,
                             jets, tracks = jets[keep], tracks[keep]
                         writer.append(jets, tracks)
                         kept += len(jets)
+                        done.update(stop - start)
                     attrs = dict(f.attrs)
                 window = None if pt_windows is None else (low, high)
                 provenance.append(_provenance(path, kept, window, attrs))

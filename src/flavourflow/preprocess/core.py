@@ -31,7 +31,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from flavourflow.core import inputs
+from flavourflow.core import inputs, progress
 from flavourflow.core import split as splitting
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import CLASSES, LABEL_FIELD, class_index
@@ -167,9 +167,18 @@ def run(source: Path, outdir: Path, settings: Settings) -> dict:
         which = splitting.assign(block["eventNumber"], settings.fractions, settings.split_seed)
         return cls, np.where(cls >= 0, which, -1)
 
+    with h5py.File(source, "r") as f:
+        n_rows = len(f["jets"]) if "jets" in f else None  # (read_blocks names it if missing)
+
+    def passing(number: int, what: str, blocks: Iterator) -> Iterator:
+        """``blocks`` of a pass over the dump, with its progress in jets."""
+        return progress.track(blocks, n_rows, f"preprocess pass {number}/4 ({what})", "jets",
+                              size=lambda item: len(item[0]))
+
     # pass 1: kinematics of the training split, before resampling
     before = Kinematics(config)
-    for block, _ in read_blocks(source, key_fields, settings.block_size):
+    for block, _ in passing(1, "kinematics",
+                            read_blocks(source, key_fields, settings.block_size)):
         cls, which = keys(block)
         train = which == 0
         before.fill(cls[train], block["pt"][train], block["eta"][train])
@@ -188,7 +197,8 @@ def run(source: Path, outdir: Path, settings: Settings) -> dict:
     counts = dict.fromkeys(splitting.SPLITS, 0)
     originals = dict.fromkeys(splitting.SPLITS, 0)
     after = Kinematics(config)
-    for block, _ in read_blocks(source, key_fields, settings.block_size):
+    for block, _ in passing(2, "resampling",
+                            read_blocks(source, key_fields, settings.block_size)):
         cls, which = keys(block)
         copies, weights = plan(block, cls, which)
         for i, name in enumerate(splitting.SPLITS):
@@ -222,8 +232,8 @@ def run(source: Path, outdir: Path, settings: Settings) -> dict:
             per_jet = f[TRACK_NODE].fields(trk_fields).dtype.itemsize * max_tracks
         read_rows = max(1024, min(read_rows, TRACK_READ_BYTES // per_jet))
     with _memmaps(outdir, counts, STEMS, shapes) as arrays:
-        for block, trk in read_blocks(source, fields, read_rows,
-                                      trk_fields if has_tracks else (), max_tracks):
+        for block, trk in passing(3, "writing", read_blocks(
+                source, fields, read_rows, trk_fields if has_tracks else (), max_tracks)):
             cls, which = keys(block)
             copies, weights = plan(block, cls, which)
             for i, split in enumerate(splitting.SPLITS):
@@ -265,11 +275,14 @@ def run(source: Path, outdir: Path, settings: Settings) -> dict:
                 if node in blocks:
                     blocks[node] = _normalise(blocks[node], *norm[node],
                                               valid if node == TRACK_NODE else None)
+            normalising.update(len(blocks["labels"]))
             return blocks
 
-        for split in splitting.SPLITS:
-            permute_buckets({stem: arrays[f"{split}_{stem}"] for stem in stems},
-                            shufflers[split], finish)
+        with progress.bar(sum(counts.values()), "preprocess pass 4/4 (normalising, "
+                          "shuffling)", "rows") as normalising:
+            for split in splitting.SPLITS:
+                permute_buckets({stem: arrays[f"{split}_{stem}"] for stem in stems},
+                                shufflers[split], finish)
     t3 = time.perf_counter()
 
     variables = {

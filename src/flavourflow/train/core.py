@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from flavourflow import __version__
+from flavourflow.core import progress
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.outputs import atomic_path, write_json
 from flavourflow.train import data, models
@@ -263,16 +264,41 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
                 self.model.stop_training = True
             checkpoints.save(self.model, {**state, "best_improved": improved and patience > 0})
 
+    steps = math.ceil(n_train / settings.batch_size)
+    name = model_out.parent.name
+
+    class Progress(keras.callbacks.Callback):
+        """The batches of the running epoch (a live bar on a terminal; in a log, a line every
+        interval, so a long epoch is not silent), then one line per epoch with the epochs
+        done, the time per epoch, the time left and the losses. It replaces Keras's own
+        progress bar, whose redraws make a log unreadable."""
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.batches = progress.bar(steps, f"train {name} epoch {epoch + 1}", "batches",
+                                        leave=False)
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.batches.update(1)
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.batches.close()
+            losses = {k: float(v) for k, v in (logs or {}).items() if k.endswith("loss")}
+            epochs.set_postfix_str(", ".join(f"{k}={v:.4g}" for k, v in losses.items()),
+                                   refresh=False)
+            epochs.update(1)
+
     # One fit per epoch, each on that epoch's batches (their order from (seed, epoch)).
-    while state["epochs_done"] < settings.epochs and not state["stopped_early"]:
-        epoch = state["epochs_done"]
-        log.info("epoch %d of %d", epoch + 1, settings.epochs)
-        model.fit(data.make_dataset(train, settings.batch_size, settings.seed, epoch),
-                  validation_data=val_batches, epochs=epoch + 1, initial_epoch=epoch,
-                  callbacks=[Recorder()], verbose=2, shuffle=False)
-        if state["epochs_done"] == epoch:
-            raise FlavourflowError(f"epoch {epoch} ended before its last batch",
-                                   path=preprocessed)
+    with progress.bar(settings.epochs, f"train {name}", "epochs",
+                      initial=state["epochs_done"], every=0) as epochs:
+        while state["epochs_done"] < settings.epochs and not state["stopped_early"]:
+            epoch = state["epochs_done"]
+            log.debug("epoch %d of %d", epoch + 1, settings.epochs)
+            model.fit(data.make_dataset(train, settings.batch_size, settings.seed, epoch),
+                      validation_data=val_batches, epochs=epoch + 1, initial_epoch=epoch,
+                      callbacks=[Recorder(), Progress()], verbose=0, shuffle=False)
+            if state["epochs_done"] == epoch:
+                raise FlavourflowError(f"epoch {epoch} ended before its last batch",
+                                       path=preprocessed)
     if patience and (checkpoints.dir / "best.weights.h5").is_file():
         model.load_weights(checkpoints.dir / "best.weights.h5")  # the best epoch's weights
 
