@@ -2,6 +2,7 @@
 
 import ast
 import copy
+import hashlib
 import importlib.metadata
 import itertools
 import json
@@ -181,15 +182,29 @@ def _closure(stage):
     return sorted(files), frozenset(others - set(sys.stdlib_module_names))
 
 
+@cache
 def code(stage):
-    """The source files the stage runs, relative to the working directory (a moved or
-    copied checkout plans nothing): a rule lists them as inputs, so editing one reruns it."""
-    return [os.path.relpath(path) for path in _closure(stage)[0]]
+    """The source files the stage runs, as {path relative to src/: sha256 of the content}: a
+    rule's params, so that editing one reruns the rule, while a moved or copied checkout or
+    a `touch` reruns nothing. (Params, not inputs: Snakemake looks each input up among all
+    rules' outputs, for every job, which made planning thousands of files take minutes.)"""
+    return {path.relative_to(SRC).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in _closure(stage)[0]}
 
 
 @cache
 def _distributions():
     return importlib.metadata.packages_distributions()
+
+
+@cache
+def _installed(module):
+    """{distribution: version} of the installed distributions providing a top-level module."""
+    try:  # mostly the distribution has the module's name, and a look-up by name is quick
+        return {module: importlib.metadata.version(module)}
+    except importlib.metadata.PackageNotFoundError:  # yaml -> PyYAML: a scan of them all
+        return {dist: importlib.metadata.version(dist)
+                for dist in _distributions().get(module, [])}
 
 
 def versions(stage):
@@ -198,14 +213,8 @@ def versions(stage):
     environment files stand for them (Snakemake's software-env trigger)."""
     if _USE_CONDA:
         return {}
-    found = {}
-    for name in sorted(_closure(stage)[1]):
-        try:  # mostly a module's distribution has its name (looking it up is quick)
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:  # yaml -> PyYAML: a full scan
-            for dist in _distributions().get(name, []):
-                found[dist] = importlib.metadata.version(dist)
-    return found
+    return {dist: version for module in sorted(_closure(stage)[1])
+            for dist, version in _installed(module).items()}
 
 
 def file_entry(item):

@@ -10,7 +10,6 @@ def _compare_scores(models, folder):
 rule compare:
     input:
         scores=lambda w: _compare_scores(MODELS, w.sample),
-        code=code("compare"),
     output:
         metrics="results/compare/{sample}/metrics.json",
         table="results/compare/{sample}/rejections.md",
@@ -20,6 +19,7 @@ rule compare:
         working_points=config["evaluate"]["working_points"],
         outdir=lambda wildcards, output: os.path.dirname(output.metrics),
         title=lambda w: f"models and baselines on {w.sample}",
+        code=code("compare"),
         versions=versions("compare"),
     log:
         "logs/compare/{sample}.log",
@@ -35,7 +35,6 @@ rule compare:
 use rule compare as compare_study with:
     input:
         scores=lambda w: _compare_scores(study_models(w.study), f"{w.sample}.{w.study}"),
-        code=code("compare"),
     output:
         metrics="results/compare/{sample}.{study}/metrics.json",
         table="results/compare/{sample}.{study}/rejections.md",
@@ -46,6 +45,7 @@ use rule compare as compare_study with:
         working_points=lambda w: evaluate_settings(w)["working_points"],
         outdir=lambda wildcards, output: os.path.dirname(output.metrics),
         title=lambda w: f"models and baselines on {w.sample} ({w.study})",
+        code=code("compare"),
         versions=versions("compare"),
     log:
         "logs/compare/{sample}.{study}.log",
@@ -57,7 +57,6 @@ rule rank:
     input:
         metrics=lambda w: [f"results/evaluate/{model}/{w.sample}/metrics.json"
                            for model in scan_points(w.scan)],
-        code=code("compare"),
     output:
         table="results/compare/{sample}/scan_{scan}.md",
         json="results/compare/{sample}/scan_{scan}.json",
@@ -66,6 +65,7 @@ rule rank:
                                   zip(scan_points(w.scan), input.metrics)],
         grid=lambda w: as_json(scan_points(w.scan)),
         rank_by=lambda w: config["scan"][w.scan]["rank_by"],
+        code=code("compare"),
         versions=versions("compare"),
     log:
         "logs/compare/{sample}.scan_{scan}.log",

@@ -30,7 +30,6 @@ rule dump:
     input:
         root=dump_source,
         mapping=dump_mapping,
-        code=code("dump"),
     output:
         "results/dump/{sample}/{file}.h5",
     params:
@@ -38,6 +37,7 @@ rule dump:
         dump={k: v for k, v in config["dump"].items() if k not in ("step_size", "merge_layout")},
         format=dump_format,
         mapping=lambda wildcards, input: [a for m in input.mapping for a in ("--mapping", m)],
+        code=code("dump"),
         versions=versions("dump"),
     log:
         "logs/dump/{sample}/{file}.log",

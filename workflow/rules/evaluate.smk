@@ -20,7 +20,6 @@ rule evaluate:
         variables="results/preprocess/{model}/variables.json",
         history="results/train/{model}/history.csv",
         sample="results/merge/{sample}.h5",
-        code=code("evaluate"),
     output:
         metrics="results/evaluate/{model}/{sample}/metrics.json",
         scores="results/evaluate/{model}/{sample}/scores.h5",
@@ -31,6 +30,7 @@ rule evaluate:
         working_points=lambda wildcards: evaluate_settings(wildcards)["working_points"],
         outdir=lambda wildcards, output: os.path.dirname(output.metrics),
         title=lambda wildcards: f"{wildcards.model} on {wildcards.sample}",
+        code=code("evaluate"),
         versions=versions("evaluate"),
     log:
         "logs/evaluate/{model}/{sample}.log",
@@ -56,6 +56,7 @@ use rule evaluate as evaluate_study with:
         working_points=lambda wildcards: evaluate_settings(wildcards)["working_points"],
         outdir=lambda wildcards, output: os.path.dirname(output.metrics),
         title=lambda wildcards: f"{wildcards.model} on {wildcards.sample} ({wildcards.study})",
+        code=code("evaluate"),
         versions=versions("evaluate"),
     log:
         "logs/evaluate/{model}/{sample}.{study}.log",

@@ -13,12 +13,12 @@ rule export:
         model="results/train/{model}/model.keras",
         variables="results/preprocess/{model}/variables.json",
         test=EXPORT_TEST,
-        code=code("export"),
     output:
         network="results/export/{model}/network.json",
         onnx="results/export/{model}/model.onnx",
     params:
         opset=config["export"]["onnx_opset"],
+        code=code("export"),
         versions=versions("export"),
     log:
         "logs/export/{model}.log",
@@ -39,7 +39,6 @@ rule closure:
         test=EXPORT_TEST,
         network="results/export/{model}/network.json",
         onnx="results/export/{model}/model.onnx",
-        code=code("export"),
     output:
         closure="results/export/{model}/closure.json",
         inputs="results/export/{model}/inputs.json",
@@ -47,6 +46,7 @@ rule closure:
         tolerance=config["export"]["tolerance"],
         max_jets=config["export"]["max_jets"],
         min_jets=config["export"]["min_jets"],
+        code=code("export"),
         versions=versions("export"),
     log:
         "logs/export/{model}.closure.log",

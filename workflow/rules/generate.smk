@@ -9,12 +9,11 @@ def generator_params(wildcards):
 
 
 rule generate:
-    input:
-        code=code("generate"),
     output:
         "results/generate/{sample}/shard_{shard}.root",
     params:
         gen=generator_params,
+        code=code("generate"),
         versions=versions("generate"),
     log:
         "logs/generate/{sample}/shard_{shard}.log",

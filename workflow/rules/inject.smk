@@ -11,13 +11,13 @@ rule inject:
         dump="results/dump/{sample}/{file}.h5",
         network="results/export/{model}/network.json",
         closure="results/export/{model}/closure.json",
-        code=code("inject"),
     output:
         root="results/inject/{model}/{sample}/{file}.root",
         h5="results/inject/{model}/{sample}/{file}.h5",
     params:
         format=config["inject"]["format"],
         f_c=config["evaluate"]["f_c"],
+        code=code("inject"),
         versions=versions("inject"),
     log:
         "logs/inject/{model}/{sample}/{file}.log",

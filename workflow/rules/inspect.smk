@@ -4,7 +4,6 @@
 rule inspect:
     input:
         sample="results/merge/{sample}.h5",
-        code=code("inspect"),
     output:
         summary="results/inspect/{sample}/summary.json",
         plots=expand(
@@ -14,6 +13,7 @@ rule inspect:
         ),
     params:
         bins=config["inspect"]["bins"],
+        code=code("inspect"),
         versions=versions("inspect"),
     log:
         "logs/inspect/{sample}.log",

@@ -25,12 +25,12 @@ def merge_windows(wildcards):
 rule merge:
     input:
         parts=merge_inputs,
-        code=code("merge"),
     output:
         "results/merge/{sample}.h5",
     params:
         compression=config["dump"]["compression"],
         windows=merge_windows,
+        code=code("merge"),
         versions=versions("merge"),
     log:
         "logs/merge/{sample}.log",

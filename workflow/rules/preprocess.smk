@@ -25,7 +25,6 @@ def _preprocess_params(w):
 rule preprocess:
     input:
         sample=lambda w: f"results/merge/{MODELS[w.model]['sample']}.h5",
-        code=code("preprocess"),
     output:
         variables="results/preprocess/{model}/variables.json",
         plots=expand("results/preprocess/{{model}}/kinematics.{ext}", ext=["pdf", "png"]),
@@ -36,6 +35,7 @@ rule preprocess:
         ),
     params:
         model=_preprocess_params,
+        code=code("preprocess"),
         versions=versions("preprocess"),
         resampling=lambda w: as_json(MODELS[w.model].get("resampling", {})),
         split=as_json(config["preprocess"]["split"]),

@@ -4,7 +4,6 @@
 rule train:
     input:
         rules.preprocess.output,
-        code=code("train"),
     output:
         model="results/train/{model}/model.keras",
         history="results/train/{model}/history.csv",
@@ -15,6 +14,7 @@ rule train:
         training=lambda w: as_json(MODELS[w.model]["training"]),
         # recorded in training.json: the model's entry, its sample and its preprocessing (a
         # change to any of them reruns preprocess, hence this rule, anyway)
+        code=code("train"),
         versions=versions("train"),
         record=lambda w: as_json({"model": MODELS[w.model],
                                   "sample": SAMPLES[MODELS[w.model]["sample"]],
