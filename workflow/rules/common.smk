@@ -47,20 +47,27 @@ def _resolve_models(models):
     return resolved
 
 
+def scan_points(scan, entry=None):
+    """A scan's variants `<scan>_<i>` and the grid values of each ({dotted key: value}), in
+    the product order of the grid's sorted keys."""
+    entry = entry or config["scan"][scan]
+    keys = sorted(entry["grid"])
+    return {f"{scan}_{i}": dict(zip(keys, values)) for i, values in
+            enumerate(itertools.product(*(entry["grid"][k] for k in keys)))}
+
+
 def _scan_variants(scans, models):
-    """The `scan` block as model variants: each point of a grid (dotted model keys -> values)
-    becomes `<scan>_<i>` with `base: <scan's base>`, in the grid's product order."""
+    """The `scan` block as model variants, each `base: <scan's base>` with a point's values
+    set at their dotted keys."""
     variants = {}
     for scan, entry in scans.items():
         if entry["base"] not in models:
             raise ValueError(f"config: scan.{scan}.base: no model '{entry['base']}'")
-        keys = sorted(entry["grid"])
-        for i, values in enumerate(itertools.product(*(entry["grid"][k] for k in keys))):
-            name = f"{scan}_{i}"
+        for name, point in scan_points(scan, entry).items():
             if name in models:
                 raise ValueError(f"config: scan.{scan}: variant '{name}' is also in models")
             variant = {"base": entry["base"]}
-            for key, value in zip(keys, values):
+            for key, value in point.items():
                 *path, last = key.split(".")
                 node = variant
                 for part in path:
@@ -68,14 +75,6 @@ def _scan_variants(scans, models):
                 node[last] = value
             variants[name] = variant
     return variants
-
-
-def scan_points(scan):
-    """A scan's variants and the grid values of each (for the ranking table)."""
-    entry = config["scan"][scan]
-    keys = sorted(entry["grid"])
-    return {f"{scan}_{i}": dict(zip(keys, values)) for i, values in
-            enumerate(itertools.product(*(entry["grid"][k] for k in keys)))}
 
 
 config.setdefault("scan", {})
