@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import awkward as ak
+import numba
 import numpy as np
 import uproot
 
@@ -93,9 +94,12 @@ class GhostLinks:
     compressed: bool
 
 
-def _key_ok(key: np.ndarray, wanted: int) -> np.ndarray:
-    """Links whose container key is ``wanted`` (any non-zero key if -1: thinned links are 0)."""
-    return key == wanted if wanted >= 0 else key != 0
+@numba.vectorize(["b1(i8, i8, i8, i8)"], nopython=True, cache=True)
+def _link_ok(key: int, index: int, n: int, wanted: int) -> bool:
+    """An ElementLink to follow: its container key is ``wanted`` (any non-zero key if -1:
+    thinned links are 0) and its index within the ``n`` objects of its event. A ufunc, also
+    called element by element in the kernels."""
+    return (key == wanted if wanted >= 0 else key != 0) and 0 <= index < n
 
 
 @kernel
@@ -127,8 +131,7 @@ def _ghost_tracks(n_links, keep, event_of_jet, key, index, wanted_key, n_tracks,
         stats[0] += n_links[j]
         e = event_of_jet[j]
         for m in range(first_link, link):
-            key_ok = key[m] == wanted_key if wanted_key >= 0 else key[m] != 0
-            if not (key_ok and 0 <= index[m] < n_tracks[e]):
+            if not _link_ok(key[m], index[m], n_tracks[e], wanted_key):
                 continue
             stats[1] += 1
             t = track_first[e] + index[m]
@@ -320,8 +323,7 @@ class Reader:
                       for x in self._link(events, "btaggingLink"))
         first = f"{self.taggers[0]}_{TAGGER_OUTPUTS[0]}"
         n_btag = blocks.counts(self._get(events, first))
-        ok = (_key_ok(key, self._wanted_key(self.btagging)) & (index >= 0)
-              & (index < n_btag[event_of_jet]))
+        ok = _link_ok(key, index, n_btag[event_of_jet], self._wanted_key(self.btagging))
         position = np.arange(len(key)) - blocks.flat_index(
             blocks.counts(self._get(events, "jet_pt")))[event_of_jet]
         self.stats.btag_links += len(key)
