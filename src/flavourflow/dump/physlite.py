@@ -353,7 +353,13 @@ class Reader:
             columns={name: blocks.flat(self._get(events, f"trk_{name}")) for name in names},
             vertex=self._primary_vertex(events, len(n_tracks)),
             covariance=self._covariance(events), compressed=self.covariance != "full")
-        counts, tracks, stats = ghost_tracks(links, event_of_jet, keep, TRACK_CUTS)
+        try:
+            counts, tracks, stats = ghost_tracks(links, event_of_jet, keep, TRACK_CUTS)
+        except ValueError as err:  # branches of one event that disagree in length
+            culprit = ("trk_cov" if self.covariance == "full" else "trk_cov_diag"
+                       ) if "covariance" in str(err) else "trk_d0"
+            raise FlavourflowError(str(err), path=self.path,
+                                   field=self.quantities[culprit].branch) from None
         self.stats.ghost_links += stats["ghost_links"]
         self.stats.ghost_links_valid += stats["ghost_links_valid"]
         self.stats.tracks_selected += stats["tracks_selected"]
