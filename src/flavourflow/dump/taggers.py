@@ -8,7 +8,7 @@
   exponential lifetime tail for heavy-flavour tracks. Nothing is fitted to the sample, so
   nothing is tuned on its test split.
 
-The functions are numba-compiled scalars: :func:`flavourflow.dump.kernels.build_tracks` calls
+The functions are numba-compiled scalars: :func:`flavourflow.dump.blocks.build` calls
 :func:`track_llr` for each track as it builds a jet. The secondary-vertex baseline
 (``sv_sig``, the role ``jf_sig`` plays) comes from the vertex finder in
 :mod:`flavourflow.dump.vertexing`.

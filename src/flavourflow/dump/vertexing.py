@@ -1,6 +1,6 @@
 """A simple inclusive secondary-vertex finder on reconstructed tracks (the SV1 idea).
 
-Works on a jet's padded TDD `tracks` rows, as :func:`flavourflow.dump.kernels.build_tracks`
+Works on a jet's padded TDD `tracks` rows, as :func:`flavourflow.dump.blocks.build`
 writes them, so every input format gets the same vertexing. Straight-line tracks in the
 transverse plane (fine for |d0| << radius of curvature):
 
