@@ -11,8 +11,8 @@ with each filter, then read back whole (`jets` and `tracks`) and column-wise (5 
 preprocessing reads them). Files live in one temporary folder, reads come from the page cache
 (decompression cost, not disk speed). Best of ``--repeat``. Prints MB/s of the uncompressed
 data and the compression ratio. ``lzf (ours)``: the same LZF filter, the chunks encoded by
-flavourflow (`tracks`: flavourflow.dump.lzf; `jets`, with the compiled kernels: copies of the
-bytes one row back), what the dump writes by default.
+flavourflow (flavourflow.dump.lzf; `tracks`: padding as back-references, `jets`: copies of
+the bytes one row back), what the dump writes by default.
 """
 
 from __future__ import annotations

@@ -152,9 +152,11 @@ def test_ip_templates_are_normalised_and_the_ratio_grows_at_most_linearly() -> N
 
     s = np.linspace(-200, 200, 400_001)
     step = s[1] - s[0]
-    for pdf in (taggers.light_pdf, taggers.heavy_pdf):
-        assert np.sum(pdf(s)) * step == pytest.approx(1.0, abs=1e-4)
-    ratio = np.log(taggers.heavy_pdf(s)) - np.log(taggers.light_pdf(s))
+    light, heavy = (np.vectorize(pdf, otypes=[float])(s)
+                    for pdf in (taggers.light_pdf, taggers.heavy_pdf))
+    for pdf in (light, heavy):
+        assert np.sum(pdf) * step == pytest.approx(1.0, abs=1e-4)
+    ratio = np.log(heavy) - np.log(light)
     at = {x: ratio[np.searchsorted(s, x)] for x in (-5, 0, 10)}
     assert at[10] > at[0] > at[-5]
     lo, hi = np.searchsorted(s, [20, 60])

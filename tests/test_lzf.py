@@ -90,4 +90,4 @@ def test_rows_after_padding_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="a track row after a padding row"):
         _write(tmp_path / "bad.h5", [tracks])
     with pytest.raises(ValueError, match="cannot encode"):
-        lzf.encode_chunks(tracks, np.array([2, 5]), 3)
+        lzf.encode_tracks(tracks, 3)

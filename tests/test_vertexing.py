@@ -35,7 +35,8 @@ def test_three_track_b_like_vertex_is_found_where_it_is() -> None:
     assert sv["sv_n2trk"][0] == 3 and sv["sv_ntrk"][0] == 3
     assert sv["sv_Lxy"][0] == pytest.approx(lxy, rel=1e-4)
     assert sv["sv_sig"][0] > 50
-    p = [vertexing._four_momenta(pt, eta, phi, vertexing.PION_MASS) for pt, eta, phi in directions]
+    p = [vertexing.four_momentum(pt, np.cos(phi), np.sin(phi), np.sinh(eta),
+                                 vertexing.PION_MASS) for pt, eta, phi in directions]
     e, px, py, pz = (sum(v[i] for v in p) for i in (3, 0, 1, 2))
     assert sv["sv_mass"][0] == pytest.approx(np.sqrt(e**2 - px**2 - py**2 - pz**2), rel=1e-5)
     assert sv["sv_efrac"][0] == pytest.approx(1.0, rel=1e-6)

@@ -177,7 +177,6 @@ def _closure(stage):
         ours, theirs = _imports(path)
         others |= theirs
         todo += sorted(ours - files)
-    files |= {p for p in stage_dir.iterdir() if p.suffix == ".c"}  # compiled kernels' source
     return sorted(files), frozenset(others - set(sys.stdlib_module_names))
 
 

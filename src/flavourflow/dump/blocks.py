@@ -15,6 +15,7 @@ readers of ATLAS inputs flip it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import LABEL_FIELD
 from flavourflow.dump import kernels, taggers, vertexing
+from flavourflow.dump.kernels import kernel
 
 JET_DTYPE = np.dtype([
     ("pt", "f4"), ("eta", "f4"), ("phi", "f4"), ("mass", "f4"),
@@ -88,25 +90,98 @@ def filled(shape: int | tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return np.tile(row, int(np.prod(shape))).view(dtype).reshape(shape)
 
 
-def descending_magnitude(values: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """The order that sorts by ``group`` (integers >= 0), then by descending |value| as
-    stored (float32), NaN last, ties in their original order: one stable sort of a 64-bit key
-    (group in the high half, the inverted float bits of |value| in the low half)."""
-    magnitude = np.abs(np.asarray(values, dtype=np.float32))
-    bits = magnitude.view(np.uint32).astype(np.int64)  # ordered as the floats are, for >= 0
-    bits[np.isnan(magnitude)] = -1
-    key = (np.asarray(group, dtype=np.int64) << 32) | (0xFFFFFFFE - bits)
-    return np.argsort(key, kind="stable")
-
-
 def jet_dtype(extra: Mapping[str, np.dtype] | None = None) -> np.dtype:
     """JET_DTYPE followed by the reader's extra fields (e.g. tagger outputs)."""
     extra = {k: v for k, v in (extra or {}).items() if k not in JET_DTYPE.names}
     return np.dtype(JET_DTYPE.descr + [(k, np.dtype(v).str) for k, v in extra.items()])
 
 
-def _wrap(dphi: np.ndarray) -> np.ndarray:
-    return (dphi + np.pi) % (2.0 * np.pi) - np.pi
+@kernel
+def _wrap(dphi: float) -> float:
+    """dphi in [-pi, pi): numpy's ``(dphi + pi) % (2 pi) - pi``, remainder and all."""
+    r = np.fmod(dphi + math.pi, 2.0 * math.pi)
+    if r < 0.0:
+        r += 2.0 * math.pi
+    elif r == 0.0:
+        r = 0.0  # numpy's remainder: +0 for a positive divisor
+    return r - math.pi
+
+
+@kernel
+def _magnitude_key(s: float) -> float:
+    """The sort key of a track: -|S| as stored (float32), +inf for NaN (last)."""
+    m = abs(np.float32(s))
+    return np.inf if math.isnan(m) else -np.float64(m)
+
+
+@kernel
+def _build(counts, starts, jet_pt, jet_eta, jet_phi, pt, eta, phi, charge, d0, z0, d0u,
+           z0u, out, padding, llr, sv, sv_n):
+    """The loop of :func:`build`, jet by jet (tracks of jet j at ``starts[j]`` on)."""
+    most = 0
+    for j in range(len(counts)):
+        most = max(most, counts[j])
+    work = np.empty((4, most))  # deta, dphi, S(d0), S(z0) of the jet's tracks
+    keys = np.empty(most)
+    order = np.empty(most, np.int64)
+    scratch = vertexing.new_scratch()
+    max_tracks = out.shape[1]
+    for j in range(len(counts)):
+        n, first = counts[j], starts[j]
+        jet_eta_j, jet_phi_j = np.float64(jet_eta[j]), np.float64(jet_phi[j])
+        total = 0.0
+        for k in range(n):
+            t = first + k
+            dphi = _wrap(np.float64(phi[t]) - jet_phi_j)
+            deta = np.float64(eta[t]) - jet_eta_j
+            d0_t, z0_t = np.float64(d0[t]), np.float64(z0[t])
+            # Lifetime sign: + when the point of closest approach lies in the jet's
+            # hemisphere; z0 of a track from a vertex displaced along the jet has the sign
+            # of sinh(eta_jet) - sinh(eta_trk), i.e. of -deta.
+            d0_sign = -1.0 if d0_t * math.sin(dphi) < 0 else 1.0
+            z0_sign = 1.0 if z0_t * deta <= 0 else -1.0
+            work[0, k], work[1, k] = deta, dphi
+            work[2, k] = d0_sign * abs(d0_t) / np.float64(d0u[t])
+            work[3, k] = z0_sign * abs(z0_t) / np.float64(z0u[t])
+            total += taggers.track_llr(work[2, k])
+            # by descending |S(d0)|, NaN last, ties in their order: a stable insertion
+            key, at = _magnitude_key(work[2, k]), k
+            while at > 0 and keys[at - 1] > key:
+                keys[at], order[at] = keys[at - 1], order[at - 1]
+                at -= 1
+            keys[at], order[at] = key, k
+        llr[j] = total
+        kept = min(n, max_tracks)
+        for r in range(kept):
+            k = order[r]
+            t = first + k
+            row = out[j, r]
+            row["pt"], row["eta"], row["phi"] = pt[t], eta[t], phi[t]
+            row["deta"], row["dphi"] = work[0, k], work[1, k]
+            row["dr"] = math.hypot(work[0, k], work[1, k])
+            row["ptfrac"] = np.float64(pt[t]) / np.float64(jet_pt[j])
+            q = np.float64(charge[t])
+            row["charge"] = np.int8(-1.0 if math.isnan(q) else q)
+            row["d0"], row["z0SinTheta"] = d0[t], z0[t]
+            row["d0Uncertainty"], row["z0SinThetaUncertainty"] = d0u[t], z0u[t]
+            row["IP3D_signed_d0_significance"] = work[2, k]
+            row["IP3D_signed_z0_significance"] = work[3, k]
+            row["valid"] = True
+        for r in range(kept, max_tracks):
+            out[j, r] = padding
+        v = vertexing.find_vertex(out[j], kept, jet_phi_j, scratch)
+        sv[0, j], sv[1, j], sv[2, j], sv[3, j] = v[0], v[1], v[2], v[3]
+        sv_n[0, j], sv_n[1, j] = v[4], v[5]
+
+
+def float_column(values: np.ndarray, name: str) -> np.ndarray:
+    """A 1-D input column as float32 (kept as it is) or float64 (anything else): the
+    kernels are compiled for these two."""
+    values = np.asarray(values)
+    if values.ndim != 1:
+        raise ValueError(f"{name}: expected one value per element, got shape {values.shape}")
+    return np.ascontiguousarray(values, np.float32 if values.dtype == np.float32
+                                else np.float64)
 
 
 def build(jets: Mapping[str, np.ndarray], counts: np.ndarray,
@@ -119,83 +194,37 @@ def build(jets: Mapping[str, np.ndarray], counts: np.ndarray,
     missing: NaN / -1); ``counts[i]`` is the number of tracks of jet i and ``tracks`` holds the
     :data:`TRACK_INPUTS` of all tracks, jet after jet (or, with ``starts``, of jet i from
     position ``starts[i]`` on: a reader then passes its unselected columns). Tracks are
-    ordered by descending |signed d0 significance| as the TDD does (non-finite last) and
-    padded to ``max_tracks`` (floats NaN, ints -1, ``valid`` False); the baselines use all
-    tracks.
+    ordered by descending |signed d0 significance| (as stored, float32) as the TDD does
+    (non-finite last, ties in their order) and padded to ``max_tracks`` (floats NaN, ints -1,
+    ``valid`` False); the baselines (:mod:`~flavourflow.dump.taggers`,
+    :mod:`~flavourflow.dump.vertexing`) use all tracks, the vertex finder the kept ones.
+    A ValueError names what does not fit together.
     """
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
     n = len(counts)
-    counts = np.asarray(counts, dtype=np.int64)
+    if counts.ndim != 1 or (n and counts.min() < 0) or max_tracks < 0:
+        raise ValueError("track counts must be one per jet and >= 0, max_tracks >= 0")
+    starts = (np.cumsum(counts) - counts if starts is None
+              else np.ascontiguousarray(starts, dtype=np.int64))
     out = filled(n, dtype)
-    if kernels.available():
-        if starts is None:
-            starts = np.cumsum(counts) - counts
-        padded, baselines = kernels.build_tracks(
-            counts, starts,
-            *(np.asarray(jets.get(k, out[k]), dtype[k]) for k in ("pt", "eta", "phi")),
-            [tracks[name] for name in TRACK_INPUTS], max_tracks, TRACK_DTYPE,
-            filled(1, TRACK_DTYPE))
-        kernels.interleave(out, {**jets, "n_tracks": counts, **baselines})
-        return out, padded
-    for name, values in jets.items():
-        out[name] = values
-    out["n_tracks"] = counts
-    if starts is not None:  # the tracks of the jets, jet after jet
-        index = np.arange(counts.sum()) + np.repeat(starts - (np.cumsum(counts) - counts),
-                                                    counts)
-        tracks = {name: np.asarray(tracks[name])[index] for name in TRACK_INPUTS}
-    return out, _build_numpy(out, counts, tracks, max_tracks)
-
-
-def _build_numpy(out: np.ndarray, counts: np.ndarray, tracks: Mapping[str, np.ndarray],
-                 max_tracks: int) -> np.ndarray:
-    """The numpy reference of :func:`build` (and of the compiled kernel): fills the computed
-    jet fields of ``out``, returns the padded tracks."""
-    n = len(counts)
-    jet_of = np.repeat(np.arange(n), counts)
-    trk = {name: np.asarray(tracks[name], dtype=np.float64) for name in TRACK_INPUTS}
-
-    jet_phi = out["phi"].astype(np.float64)
-    dphi = _wrap(trk["phi"] - jet_phi[jet_of])
-    deta = trk["eta"] - out["eta"].astype(np.float64)[jet_of]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # Lifetime sign: + when the point of closest approach lies in the jet's hemisphere.
-        d0_sign = np.where(trk["d0"] * np.sin(dphi) < 0, -1.0, 1.0)
-        # z0 of a track from a vertex displaced along the jet has the sign of sinh(eta_jet) -
-        # sinh(eta_trk), i.e. of -deta.
-        z0_sign = np.where(trk["z0SinTheta"] * deta <= 0, 1.0, -1.0)
-        s_d0 = d0_sign * np.abs(trk["d0"]) / trk["d0Uncertainty"]
-        s_z0 = z0_sign * np.abs(trk["z0SinTheta"]) / trk["z0SinThetaUncertainty"]
-        ptfrac = trk["pt"] / out["pt"].astype(np.float64)[jet_of]
-
-    out["ip2d_llr"] = taggers.ip2d_llr_flat(s_d0, jet_of, n)
-
-    # Rank of each track inside its jet by descending |S_d0| (NaN last); jets stay in order.
-    order = descending_magnitude(s_d0, jet_of)
-    starts = np.cumsum(counts) - counts
-    rank = np.arange(len(jet_of)) - starts[jet_of]
-    keep = rank < max_tracks
-    src, rows, cols = order[keep], jet_of[keep], rank[keep]
-    columns = {
-        "pt": trk["pt"], "eta": trk["eta"], "phi": trk["phi"], "deta": deta, "dphi": dphi,
-        "dr": np.hypot(deta, dphi), "ptfrac": ptfrac, "charge": trk["charge"],
-        "d0": trk["d0"], "z0SinTheta": trk["z0SinTheta"],
-        "d0Uncertainty": trk["d0Uncertainty"],
-        "z0SinThetaUncertainty": trk["z0SinThetaUncertainty"],
-        "IP3D_signed_d0_significance": s_d0, "IP3D_signed_z0_significance": s_z0,
-    }
-    kept = np.empty(len(src), dtype=TRACK_DTYPE)  # the kept tracks, in order, then padded
-    for name, values in columns.items():
-        if TRACK_DTYPE[name].kind == "i":
-            values = np.nan_to_num(values, nan=-1.0)
-        kept[name] = values[src]
-    kept["valid"] = True
-    padded = filled((n, max_tracks), TRACK_DTYPE)
-    row_bytes = TRACK_DTYPE.itemsize  # rows moved as bytes: faster than as records
-    padded.reshape(-1).view(np.uint8).reshape(-1, row_bytes)[rows * max_tracks + cols] = (
-        kept.view(np.uint8).reshape(-1, row_bytes))
-    for name, values in vertexing.find(padded, jet_phi).items():
-        out[name] = values
-    return padded
+    direction = [float_column(np.asarray(jets.get(k, out[k]), dtype[k]), f"jet {k}")
+                 for k in ("pt", "eta", "phi")]  # as stored (float32), as the jets' fields
+    columns = [float_column(tracks[name], f"track {name}") for name in TRACK_INPUTS]
+    if starts.shape != (n,) or any(len(c) != n for c in direction):
+        raise ValueError(f"{n} jets, but {len(starts)} track starts and "
+                         f"{[len(c) for c in direction]} jet directions")
+    shortest = min(len(c) for c in columns)
+    if n and (starts.min() < 0 or int((starts + counts).max()) > shortest):
+        raise ValueError(f"track ranges beyond the {shortest} values of the track inputs")
+    padded = np.empty((n, max_tracks), TRACK_DTYPE)
+    llr = np.empty(n, np.float32)
+    sv = np.empty((4, n), np.float32)
+    sv_n = np.empty((2, n), np.int32)
+    _build(counts, starts, *direction, *columns, padded, filled(1, TRACK_DTYPE)[0], llr, sv,
+           sv_n)
+    baselines = {"ip2d_llr": llr, **dict(zip(vertexing.OUTPUTS, [*sv, *sv_n], strict=True))}
+    kernels.interleave(out, {**jets, "n_tracks": counts, **baselines})
+    return out, padded
 
 
 # --- branch type checks shared by the readers ------------------------------------------------

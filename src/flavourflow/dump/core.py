@@ -119,7 +119,7 @@ def run(
             writer.attrs(
                 source_files=[str(source)], selection=selection.as_dict(),
                 max_tracks=max_tracks, n_events=n_events, step_size=step_size,
-                kernels=kernels.IMPLEMENTATION,
+                kernels=kernels.PROVENANCE,
                 **reader.provenance(),
             )
         finally:

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 from flavourflow import __version__
-from flavourflow.dump import kernels, lzf
+from flavourflow.dump import lzf
 from flavourflow.dump.blocks import filled
 
 #: Elements per HDF5 chunk of `jets` (rows) and of `tracks` (whole jets: 409 of 40 tracks,
@@ -25,9 +25,9 @@ COMPRESSIONS = ("lzf", "gzip", *(f"gzip-{level}" for level in range(1, 10)), "no
 #: Chosen by benchmarks/bench_compression.py: lzf writes fastest of the filters that
 #: compress, and the byte shuffle, which helps homogeneous arrays, makes these compound rows
 #: (4-, 1- and 8-byte fields mixed) both slower and larger. With lzf, flavourflow encodes the
-#: chunks itself (`tracks`: :mod:`flavourflow.dump.lzf`, padding as back-references; `jets`:
-#: :func:`flavourflow.dump.kernels.lzf_rows`): 5-8 times h5py's write speed with the compiled
-#: kernels, the same reads, files within 1 % of h5py's size.
+#: chunks itself (:mod:`flavourflow.dump.lzf`; `tracks`: padding as back-references, `jets`:
+#: repeats one row back): 5-8 times h5py's write speed, the same reads, files within 1 % of
+#: h5py's size.
 DEFAULT_COMPRESSION = "lzf"
 DEFAULT_SHUFFLE = False
 
@@ -41,20 +41,6 @@ def filter_options(compression: str, shuffle: bool = DEFAULT_SHUFFLE) -> dict[st
     name, _, level = compression.partition("-")
     return {"compression": name, "compression_opts": int(level) if level else None,
             "shuffle": shuffle}
-
-
-def _valid_prefix(tracks: np.ndarray) -> np.ndarray:
-    """Per jet, the number of rows before its padding (`valid` rows come first)."""
-    if kernels.available() and tracks.dtype.fields["valid"][0] == np.bool_:
-        return kernels.valid_prefix(tracks)
-    return _valid_prefix_numpy(tracks)
-
-
-def _valid_prefix_numpy(tracks: np.ndarray) -> np.ndarray:
-    valid = tracks["valid"]
-    if valid.shape[1] > 1 and (valid[:, 1:] & ~valid[:, :-1]).any():
-        raise ValueError("a track row after a padding row: rows must be tracks, then padding")
-    return valid.sum(axis=1)
 
 
 def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
@@ -135,8 +121,7 @@ class TDDWriter:
                  shuffle: bool = DEFAULT_SHUFFLE, padding_encoder: bool = True) -> None:
         self.filters = filter_options(compression, shuffle)
         self.compression = compression
-        #: lzf without shuffle: chunks encoded by flavourflow (`tracks`: flavourflow.dump.lzf;
-        #: `jets`, with the compiled kernels: kernels.lzf_rows)
+        #: lzf without shuffle: chunks encoded by flavourflow.dump.lzf
         self.padding_encoder = padding_encoder and compression == "lzf" and not shuffle
         self.file = h5py.File(path, "w")
         self.n = 0
@@ -149,12 +134,11 @@ class TDDWriter:
             per_chunk = ds.chunks[0]
             if self.padding_encoder and name == "tracks" and lzf.supported(row):
                 self.writers[name] = ChunkAppender(
-                    ds, lambda rows: lzf.encode_chunks(rows, _valid_prefix(rows), per_chunk),
+                    ds, lambda rows: lzf.encode_tracks(rows, per_chunk),
                     fill=filled(block.shape[1:], block.dtype))
-            elif (self.padding_encoder and block.ndim == 1 and kernels.available()
-                  and kernels.rows_supported(row)):
+            elif self.padding_encoder and block.ndim == 1 and lzf.rows_supported(row):
                 self.writers[name] = ChunkAppender(
-                    ds, lambda rows: kernels.lzf_rows(rows, per_chunk))
+                    ds, lambda rows: lzf.encode_rows(rows, per_chunk))
             else:
                 self.writers[name] = ChunkAppender(ds)
         return self.writers[name]

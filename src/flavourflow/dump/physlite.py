@@ -20,19 +20,22 @@
 from __future__ import annotations
 
 import logging
+import math
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import awkward as ak
+import numba
 import numpy as np
 import uproot
 
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import LABEL_FIELD
-from flavourflow.dump import blocks, kernels
+from flavourflow.dump import blocks
 from flavourflow.dump.blocks import Selection
+from flavourflow.dump.kernels import kernel
 
 log = logging.getLogger(__name__)
 
@@ -91,63 +94,130 @@ class GhostLinks:
     compressed: bool
 
 
-def _key_ok(key: np.ndarray, wanted: int) -> np.ndarray:
-    """Links whose container key is ``wanted`` (any non-zero key if -1: thinned links are 0)."""
-    return key == wanted if wanted >= 0 else key != 0
+@numba.vectorize(["b1(i8, i8, i8, i8)"], nopython=True, cache=True)
+def _link_ok(key: int, index: int, n: int, wanted: int) -> bool:
+    """An ElementLink to follow: its container key is ``wanted`` (any non-zero key if -1:
+    thinned links are 0) and its index within the ``n`` objects of its event. A ufunc, also
+    called element by element in the kernels."""
+    return (key == wanted if wanted >= 0 else key != 0) and 0 <= index < n
 
 
-def _ghost_tracks_numpy(links: GhostLinks, event_of_jet: np.ndarray, keep: np.ndarray,
-                        cuts: dict[str, float],
-                        ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, int]]:
-    """The selected tracks of the kept jets (TRACK_INPUTS, jet after jet), each kept jet's
-    count of them and the link counts: the numpy reference of the compiled kernel."""
-    jet_of_link = np.repeat(np.arange(len(links.n_links)), links.n_links)
-    event_of_link = event_of_jet[jet_of_link]
-    valid = (_key_ok(links.key, links.wanted_key) & (links.index >= 0)
-             & (links.index < links.n_tracks[event_of_link]))
-    selected = keep[jet_of_link]
-    valid &= selected
-    track = (links.track_first[event_of_link] + links.index)[valid]
-    event = event_of_link[valid]
+@kernel
+def _at(values: np.ndarray, t: int) -> float:
+    return np.float64(values[t])
 
-    def column(name: str) -> np.ndarray:
-        return links.columns[name][track].astype(np.float64)
 
-    d0, z0, theta, phi, qoverp = (column(v) for v in ("d0", "z0", "theta", "phi", "qOverP"))
-    if "vz" in links.columns:
-        z0 = z0 + column("vz")
-    dx, dy, z_pv = (values[event] for values in links.vertex)
-    z0 = z0 - z_pv
-    d0 = d0 - (-dx * np.sin(phi) + dy * np.cos(phi))
-    elements = []
-    for values, first, length, k in links.covariance:
-        element = np.full(len(track), np.nan)
-        has = length[track] > k
-        element[has] = values[first[track[has]] + k]
-        elements.append(element)
-    var_d0, var_z0, var_th, cov_thz0 = elements
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if links.compressed:
-            cov_thz0 = cov_thz0 * np.sqrt(var_th * var_z0)
-        sin_t, cos_t = np.sin(theta), np.cos(theta)
-        pt = sin_t / np.abs(qoverp)
-        sigma_z0st = np.sqrt(sin_t**2 * var_z0 + (z0 * cos_t) ** 2 * var_th
-                             + 2.0 * z0 * sin_t * cos_t * cov_thz0)
-        eta = -np.log(np.tan(0.5 * theta))
-    z0st = z0 * sin_t
-    good = ((pt > cuts["pt_min"]) & (np.abs(eta) < cuts["abs_eta_max"])
-            & (np.abs(d0) < cuts["abs_d0_max"]) & (np.abs(z0st) < cuts["abs_z0SinTheta_max"]))
-    new_jet = (np.cumsum(keep) - 1)[jet_of_link[valid][good]]
-    counts = np.bincount(new_jet, minlength=int(keep.sum()))
-    tracks = {
-        "pt": pt, "eta": eta, "phi": phi, "charge": np.sign(qoverp),
-        "d0": -d0,  # ATLAS perigee sign -> flavourflow's (see flavourflow.dump.blocks)
-        "z0SinTheta": z0st, "d0Uncertainty": np.sqrt(var_d0),
-        "z0SinThetaUncertainty": sigma_z0st,
-    }
-    stats = {"ghost_links": int(selected.sum()), "ghost_links_valid": int(valid.sum()),
-             "tracks_selected": int(good.sum())}
-    return counts, {name: values[good] for name, values in tracks.items()}, stats
+@kernel
+def _cov_element(values: np.ndarray, first: np.ndarray, length: np.ndarray, k: int,
+                 t: int) -> float:
+    """Element k of track t's covariance vector; NaN where the vector is shorter."""
+    return np.float64(values[first[t] + k]) if length[t] > k else np.nan
+
+
+@kernel
+def _ghost_tracks(n_links, keep, event_of_jet, key, index, wanted_key, n_tracks, track_first,
+                  d0s, z0s, thetas, phis, qoverps, vzs, has_vz, pv_dx, pv_dy, pv_z,
+                  c0, f0, l0, c1, f1, l1, c2, f2, l2, c3, f3, l3, cov_k, compressed, cuts,
+                  out, counts, stats):
+    """The loop of :func:`ghost_tracks`, link by link; returns the tracks written."""
+    link = n_out = 0
+    kept_jet = -1
+    for j in range(len(n_links)):
+        first_link = link
+        link += n_links[j]
+        if not keep[j]:
+            continue
+        kept_jet += 1
+        stats[0] += n_links[j]
+        e = event_of_jet[j]
+        for m in range(first_link, link):
+            if not _link_ok(key[m], index[m], n_tracks[e], wanted_key):
+                continue
+            stats[1] += 1
+            t = track_first[e] + index[m]
+            d0, z0, theta, phi = _at(d0s, t), _at(z0s, t), _at(thetas, t), _at(phis, t)
+            qoverp = _at(qoverps, t)
+            if has_vz:
+                z0 = z0 + _at(vzs, t)
+            z0 = z0 - pv_z[e]
+            d0 = d0 - (-pv_dx[e] * math.sin(phi) + pv_dy[e] * math.cos(phi))
+            var_d0 = _cov_element(c0, f0, l0, cov_k[0], t)
+            var_z0 = _cov_element(c1, f1, l1, cov_k[1], t)
+            var_th = _cov_element(c2, f2, l2, cov_k[2], t)
+            cov_thz0 = _cov_element(c3, f3, l3, cov_k[3], t)
+            if compressed:  # a correlation coefficient
+                cov_thz0 = cov_thz0 * math.sqrt(var_th * var_z0)
+            sin_t, cos_t = math.sin(theta), math.cos(theta)
+            pt = sin_t / abs(qoverp)
+            zc = z0 * cos_t
+            sigma_z0st = math.sqrt(sin_t * sin_t * var_z0 + zc * zc * var_th
+                                   + 2.0 * z0 * sin_t * cos_t * cov_thz0)
+            eta = -math.log(math.tan(0.5 * theta))
+            z0st = z0 * sin_t
+            if not (pt > cuts[0] and abs(eta) < cuts[1] and abs(d0) < cuts[2]
+                    and abs(z0st) < cuts[3]):
+                continue
+            out[0, n_out], out[1, n_out], out[2, n_out] = pt, eta, phi
+            out[3, n_out] = np.sign(qoverp)
+            out[4, n_out] = -d0  # ATLAS perigee sign -> flavourflow's (see blocks)
+            out[5, n_out], out[6, n_out] = z0st, math.sqrt(var_d0)
+            out[7, n_out] = sigma_z0st
+            n_out += 1
+            counts[kept_jet] += 1
+    stats[2] = n_out
+    return n_out
+
+
+def ghost_tracks(links: GhostLinks, event_of_jet: np.ndarray, keep: np.ndarray,
+                 cuts: dict[str, float],
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, int]]:
+    """The selected tracks of the kept jets (:data:`~flavourflow.dump.blocks.TRACK_INPUTS`,
+    jet after jet), each kept jet's count of them and the link counts. A link is followed if
+    its jet is kept, its key is the track container's and its index within the event's
+    tracks; a ValueError names the arrays that do not fit together."""
+    as_int = [np.ascontiguousarray(x, np.int64) for x in (
+        links.n_links, event_of_jet, links.key, links.index, links.n_tracks, links.track_first)]
+    n_links, event_of_jet, key, index, n_tracks, track_first = as_int
+    keep = np.ascontiguousarray(keep, np.bool_)
+    names = ("d0", "z0", "theta", "phi", "qOverP")
+    columns = [blocks.float_column(links.columns[name], f"track {name}") for name in names]
+    has_vz = "vz" in links.columns
+    vz = blocks.float_column(links.columns["vz"] if has_vz else columns[1][:0], "track vz")
+    vertex = [np.ascontiguousarray(v, np.float64) for v in links.vertex]
+    covariance = [(blocks.float_column(values, "track covariance"),
+                   *(np.ascontiguousarray(x, np.int64) for x in (first, length)))
+                  for values, first, length, _ in links.covariance]
+    n_jets, n_events, n_all = len(n_links), len(n_tracks), min(map(len, columns))
+    problems = [
+        what for what, bad in (
+            ("jets", len(event_of_jet) != n_jets or len(keep) != n_jets),
+            ("links", len(key) != len(index) or int(n_links.sum()) != len(key)
+             or (n_jets and n_links.min() < 0)),
+            ("events", len(track_first) != n_events or any(len(v) != n_events for v in vertex)
+             or (n_jets and not 0 <= event_of_jet.min() <= event_of_jet.max() < n_events)),
+            ("tracks", n_events and (n_tracks.min() < 0 or track_first.min() < 0
+                                     or int((track_first + n_tracks).max()) > n_all)
+             or (has_vz and len(vz) < n_all)),
+            ("covariance", any(len(f) < n_all or len(n) < n_all
+                               or (len(f) and (f.min() < 0 or n.min() < 0
+                                               or int((f + n).max()) > len(v)))
+                               for v, f, n in covariance)),
+        ) if bad]
+    if problems:
+        raise ValueError(f"ghost links: the {', '.join(problems)} do not fit together")
+    out = np.empty((8, len(key)))
+    counts = np.zeros(int(keep.sum()), np.int64)
+    stats = np.zeros(3, np.int64)
+    cut_values = np.array([cuts[name] for name in ("pt_min", "abs_eta_max", "abs_d0_max",
+                                                   "abs_z0SinTheta_max")], dtype=np.float64)
+    n = _ghost_tracks(n_links, keep, event_of_jet, key, index, links.wanted_key, n_tracks,
+                      track_first, *columns, vz, has_vz, *vertex,
+                      *(x for element in covariance for x in element),
+                      np.array([c[3] for c in links.covariance], np.int64),
+                      links.compressed, cut_values, out, counts, stats)
+    return (counts, {name: out[k, :n] for k, name in enumerate(blocks.TRACK_INPUTS)},
+            dict(zip(("ghost_links", "ghost_links_valid", "tracks_selected"), map(int, stats),
+                     strict=True)))
 
 
 @dataclass
@@ -253,8 +323,7 @@ class Reader:
                       for x in self._link(events, "btaggingLink"))
         first = f"{self.taggers[0]}_{TAGGER_OUTPUTS[0]}"
         n_btag = blocks.counts(self._get(events, first))
-        ok = (_key_ok(key, self._wanted_key(self.btagging)) & (index >= 0)
-              & (index < n_btag[event_of_jet]))
+        ok = _link_ok(key, index, n_btag[event_of_jet], self._wanted_key(self.btagging))
         position = np.arange(len(key)) - blocks.flat_index(
             blocks.counts(self._get(events, "jet_pt")))[event_of_jet]
         self.stats.btag_links += len(key)
@@ -284,8 +353,13 @@ class Reader:
             columns={name: blocks.flat(self._get(events, f"trk_{name}")) for name in names},
             vertex=self._primary_vertex(events, len(n_tracks)),
             covariance=self._covariance(events), compressed=self.covariance != "full")
-        find = kernels.ghost_tracks if kernels.available() else _ghost_tracks_numpy
-        counts, tracks, stats = find(links, event_of_jet, keep, TRACK_CUTS)
+        try:
+            counts, tracks, stats = ghost_tracks(links, event_of_jet, keep, TRACK_CUTS)
+        except ValueError as err:  # branches of one event that disagree in length
+            culprit = ("trk_cov" if self.covariance == "full" else "trk_cov_diag"
+                       ) if "covariance" in str(err) else "trk_d0"
+            raise FlavourflowError(str(err), path=self.path,
+                                   field=self.quantities[culprit].branch) from None
         self.stats.ghost_links += stats["ghost_links"]
         self.stats.ghost_links_valid += stats["ghost_links_valid"]
         self.stats.tracks_selected += stats["tracks_selected"]

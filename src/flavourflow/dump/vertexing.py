@@ -1,11 +1,11 @@
 """A simple inclusive secondary-vertex finder on reconstructed tracks (the SV1 idea).
 
-Works on the padded TDD `tracks` block of a jet collection, so every input format gets the
-same vertexing. Straight-line tracks in the transverse plane (fine for |d0| << radius of
-curvature):
+Works on a jet's padded TDD `tracks` rows, as :func:`flavourflow.dump.blocks.build`
+writes them, so every input format gets the same vertexing. Straight-line tracks in the
+transverse plane (fine for |d0| << radius of curvature):
 
-1. Candidates: the ``MAX_CANDIDATES`` tracks with the largest lifetime-signed d0 significance
-   above ``MIN_SIGNIFICANCE``.
+1. Candidates: the first ``MAX_CANDIDATES`` tracks (they are stored by descending |signed d0
+   significance|) with a lifetime-signed d0 significance above ``MIN_SIGNIFICANCE``.
 2. Two-track vertices: the crossing point of each candidate pair in the transverse plane,
    kept if both tracks leave it forwards, it lies in the jet's hemisphere inside the pixel
    volume, the two tracks' z at that point agree within their uncertainties, and the pair is
@@ -21,7 +21,11 @@ discriminant (0 without a vertex; mass, efrac and Lxy are NaN then).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from flavourflow.dump.kernels import kernel
 
 PION_MASS, PROTON_MASS = 139.57, 938.27  # MeV
 K0S_MASS, LAMBDA_MASS = 497.61, 1115.68  # MeV
@@ -31,139 +35,166 @@ MAX_CANDIDATES = 8
 MAX_RADIUS = 100.0  # mm
 MAX_Z_PULL = 4.0
 MIN_SIN_OPENING = 1e-3
-
-_PAIRS = np.array([(i, j) for i in range(MAX_CANDIDATES) for j in range(i + 1, MAX_CANDIDATES)])
-
-
-def _four_momenta(pt, eta, phi, mass):
-    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
-    return px, py, pz, np.sqrt(px**2 + py**2 + pz**2 + mass**2)
+#: The per-jet results, in the order :func:`find_vertex` returns them.
+OUTPUTS = ("sv_sig", "sv_Lxy", "sv_mass", "sv_efrac", "sv_ntrk", "sv_n2trk")
+#: Candidate columns in the scratch array of :func:`find_vertex`.
+_PT, _ETA, _PHI, _D0, _Z0, _SD0, _SZ0, _Q, _UX, _UY, _SIN, _SINH = range(12)
 
 
-def _pair_mass(a: tuple, b: tuple) -> np.ndarray:
-    s = [x + y for x, y in zip(a, b, strict=True)]
-    return np.sqrt(np.clip(s[3] ** 2 - s[0] ** 2 - s[1] ** 2 - s[2] ** 2, 0.0, None))
+@kernel
+def four_momentum(pt: float, cos_phi: float, sin_phi: float, sinh_eta: float,
+                  mass: float) -> tuple[float, float, float, float]:
+    """(px, py, pz, E) of a track of ``mass``."""
+    px, py, pz = pt * cos_phi, pt * sin_phi, pt * sinh_eta
+    return px, py, pz, math.sqrt(px * px + py * py + pz * pz + mass * mass)
 
 
-def _candidates(tracks: np.ndarray, some: np.ndarray, slot: np.ndarray,
-                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The candidates of the jets ``some``, as [len(some), MAX_CANDIDATES] arrays + mask;
-    ``slot`` [n_jets, max_tracks] is each track's place among its jet's candidates (1, 2, ...;
-    0 for others). Taken field by field: a jet's candidates are its first tracks above
-    MIN_SIGNIFICANCE, because the tracks are stored by descending |significance|."""
-    slot = slot[some]
-    rows, cols = np.nonzero((slot > 0) & (slot <= MAX_CANDIDATES))
-    place = slot[rows, cols] - 1
-    mask = np.zeros((len(some), MAX_CANDIDATES), dtype=bool)
-    mask[rows, place] = True
-    columns = {}
-    for name in ("pt", "eta", "phi", "d0", "z0SinTheta", "d0Uncertainty",
-                 "z0SinThetaUncertainty", "charge"):
-        column = np.zeros((len(some), MAX_CANDIDATES))
-        column[rows, place] = np.nan_to_num(tracks[name][some[rows], cols].astype(np.float64))
-        columns[name] = column
-    return columns, mask
+@kernel
+def _mass(px: float, py: float, pz: float, e: float) -> float:
+    return math.sqrt(max(e * e - px * px - py * py - pz * pz, 0.0))
+
+
+@kernel
+def _finite(x: float) -> float:
+    """numpy's nan_to_num: NaN -> 0, +-inf -> the largest float64."""
+    if math.isnan(x):
+        return 0.0
+    if math.isinf(x):
+        return 1.7976931348623157e308 if x > 0 else -1.7976931348623157e308
+    return x
+
+
+@kernel
+def _vertex_sum(p4: np.ndarray, in_vertex: np.ndarray, n: int, a: int) -> float:
+    """Component ``a`` of the vertex's pion four-momentum: the sum of MAX_CANDIDATES slots
+    (0 where not in the vertex) in the order of numpy's pairwise sum of 8 values."""
+    v = np.zeros(MAX_CANDIDATES)
+    for k in range(n):
+        if in_vertex[k]:
+            v[k] = p4[0, k, a]
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))
+
+
+@kernel
+def new_scratch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The work arrays :func:`find_vertex` fills for each jet, allocated once per block."""
+    return (np.zeros((12, MAX_CANDIDATES)), np.zeros((2, MAX_CANDIDATES, 4)),
+            np.zeros(MAX_CANDIDATES, np.bool_))
+
+
+@kernel
+def find_vertex(rows: np.ndarray, n_valid: int, jet_phi: float,
+                scratch: tuple[np.ndarray, np.ndarray, np.ndarray],
+                ) -> tuple[float, float, float, float, int, int]:
+    """The vertex of one jet: its ``n_valid`` track rows (TDD track records, by descending
+    |significance|), ``jet_phi``, and work arrays from :func:`new_scratch`; returns
+    :data:`OUTPUTS`."""
+    c, p4, in_vertex = scratch
+    n = 0
+    for r in range(n_valid):
+        if n == MAX_CANDIDATES:
+            break
+        row = rows[r]
+        if not row["IP3D_signed_d0_significance"] > MIN_SIGNIFICANCE:
+            continue
+        c[_PT, n] = _finite(np.float64(row["pt"]))
+        c[_ETA, n] = _finite(np.float64(row["eta"]))
+        c[_PHI, n] = _finite(np.float64(row["phi"]))
+        c[_D0, n] = _finite(np.float64(row["d0"]))
+        c[_Z0, n] = _finite(np.float64(row["z0SinTheta"]))
+        c[_SD0, n] = _finite(np.float64(row["d0Uncertainty"]))
+        c[_SZ0, n] = _finite(np.float64(row["z0SinThetaUncertainty"]))
+        c[_Q, n] = np.float64(row["charge"])
+        n += 1
+    if n < 2:
+        return 0.0, np.nan, np.nan, np.nan, 0, 0
+    for k in range(n):  # per candidate, once: what each pair would compute
+        c[_UX, k] = math.cos(c[_PHI, k])
+        c[_UY, k] = math.sin(c[_PHI, k])
+        c[_SIN, k] = 1.0 / math.cosh(c[_ETA, k])
+        c[_SINH, k] = math.sinh(c[_ETA, k])
+        for h, mass in enumerate((PION_MASS, PROTON_MASS)):
+            p4[h, k, 0], p4[h, k, 1], p4[h, k, 2], p4[h, k, 3] = four_momentum(
+                c[_PT, k], c[_UX, k], c[_UY, k], c[_SINH, k], mass)
+        in_vertex[k] = False
+    jx, jy = math.cos(jet_phi), math.sin(jet_phi)
+    n2trk = 0
+    sum_x = sum_y = sum_s2 = 0.0
+    for i in range(n):
+        for j in range(i + 1, n):
+            ux_i, uy_i, ux_j, uy_j = c[_UX, i], c[_UY, i], c[_UX, j], c[_UY, j]
+            # point of closest approach to the beam line: d0 * (sin phi, -cos phi)
+            px_i, py_i = c[_D0, i] * uy_i, -c[_D0, i] * ux_i
+            px_j, py_j = c[_D0, j] * uy_j, -c[_D0, j] * ux_j
+            sin_open = ux_i * uy_j - uy_i * ux_j
+            safe = sin_open if abs(sin_open) > MIN_SIN_OPENING else 1.0
+            t_i = ((px_j - px_i) * uy_j - (py_j - py_i) * ux_j) / safe
+            vx, vy = px_i + t_i * ux_i, py_i + t_i * uy_i
+            t_j = vx * ux_j + vy * uy_j - (px_j * ux_j + py_j * uy_j)
+            forward = (vx * jx + vy * jy) > 0
+            # the cheap cuts first: the z pull and the V0 masses only for pairs they pass
+            if not (abs(sin_open) > MIN_SIN_OPENING and t_i > 0 and t_j > 0 and forward
+                    and math.hypot(vx, vy) < MAX_RADIUS):
+                continue
+            z_i = c[_Z0, i] / c[_SIN, i] + t_i * c[_SINH, i]  # cot(theta) = sinh(eta)
+            z_j = c[_Z0, j] / c[_SIN, j] + t_j * c[_SINH, j]
+            z_pull = abs(z_i - z_j) / math.hypot(c[_SZ0, i] / c[_SIN, i],
+                                                 c[_SZ0, j] / c[_SIN, j])
+            if not z_pull < MAX_Z_PULL:
+                continue
+            if c[_Q, i] * c[_Q, j] < 0:  # V0 veto; the proton takes most of a Lambda's p
+                a, b = (1, 0) if c[_PT, i] >= c[_PT, j] else (0, 1)
+                mass_pp = _mass(p4[0, i, 0] + p4[0, j, 0], p4[0, i, 1] + p4[0, j, 1],
+                                p4[0, i, 2] + p4[0, j, 2], p4[0, i, 3] + p4[0, j, 3])
+                mass_ppi = _mass(p4[a, i, 0] + p4[b, j, 0], p4[a, i, 1] + p4[b, j, 1],
+                                 p4[a, i, 2] + p4[b, j, 2], p4[a, i, 3] + p4[b, j, 3])
+                if (abs(mass_pp - K0S_MASS) < K0S_WINDOW
+                        or abs(mass_ppi - LAMBDA_MASS) < LAMBDA_WINDOW):
+                    continue
+            pair_sigma = math.hypot(c[_SD0, i], c[_SD0, j]) / abs(safe)
+            n2trk += 1
+            sum_x += vx
+            sum_y += vy
+            sum_s2 += pair_sigma * pair_sigma
+            in_vertex[i] = in_vertex[j] = True
+    ntrk = 0
+    for k in range(n):
+        ntrk += in_vertex[k]
+    if n2trk == 0:
+        return 0.0, np.nan, np.nan, np.nan, ntrk, 0
+    mean_x, mean_y = sum_x / n2trk, sum_y / n2trk
+    sigma = math.sqrt(sum_s2) / n2trk
+    along = mean_x * jx + mean_y * jy
+    lxy = math.hypot(mean_x, mean_y) * (1.0 if along > 0 else -1.0 if along < 0 else along)
+    px, py, pz, e = (_vertex_sum(p4, in_vertex, n, 0), _vertex_sum(p4, in_vertex, n, 1),
+                     _vertex_sum(p4, in_vertex, n, 2), _vertex_sum(p4, in_vertex, n, 3))
+    e_valid = 0.0
+    for r in range(n_valid):
+        row = rows[r]
+        phi = np.float64(row["phi"])
+        e_valid += four_momentum(np.float64(row["pt"]), math.cos(phi), math.sin(phi),
+                                 math.sinh(np.float64(row["eta"])), PION_MASS)[3]
+    return lxy / sigma, lxy, _mass(px, py, pz, e), e / e_valid, ntrk, n2trk
+
+
+@kernel
+def _find_all(tracks: np.ndarray, jet_phi: np.ndarray, out: np.ndarray) -> None:
+    scratch = new_scratch()
+    for j in range(tracks.shape[0]):
+        n_valid = 0
+        while n_valid < tracks.shape[1] and tracks[j, n_valid]["valid"]:
+            n_valid += 1
+        (out[0, j], out[1, j], out[2, j], out[3, j], out[4, j],
+         out[5, j]) = find_vertex(tracks[j], n_valid, jet_phi[j], scratch)
 
 
 def find(tracks: np.ndarray, jet_phi: np.ndarray) -> dict[str, np.ndarray]:
-    """Vertex variables for each jet of the padded ``tracks`` block [n_jets, max_tracks].
-
-    Only jets with two or more candidate tracks can have a vertex: the others get the
-    no-vertex values without the pair arithmetic (most jets, and most of the time)."""
-    with np.errstate(invalid="ignore"):
-        candidate = tracks["valid"] & (tracks["IP3D_signed_d0_significance"]
-                                       > MIN_SIGNIFICANCE)
-    slot = np.cumsum(candidate, axis=1, dtype=np.int32) * candidate
-    some = np.flatnonzero(slot.max(axis=1, initial=0) >= 2)
-    out = {"sv_sig": np.zeros(len(tracks), np.float32),
-           **{name: np.full(len(tracks), np.nan, np.float32)
-              for name in ("sv_Lxy", "sv_mass", "sv_efrac")},
-           "sv_ntrk": np.zeros(len(tracks), np.int32), "sv_n2trk": np.zeros(len(tracks), np.int32)}
-    if len(some):
-        for name, values in _find(tracks, some, slot, jet_phi[some]).items():
-            out[name][some] = values
-    return out
-
-
-def _find(tracks: np.ndarray, some: np.ndarray, slot: np.ndarray,
-          jet_phi: np.ndarray) -> dict[str, np.ndarray]:
-    trk, mask = _candidates(tracks, some, slot)
-    n = len(some)
-    # Only the pairs of two candidates, as flat arrays: (jet, first, second).
-    jet, pair = np.nonzero(mask[:, _PAIRS[:, 0]] & mask[:, _PAIRS[:, 1]])
-    i, j = _PAIRS[pair, 0], _PAIRS[pair, 1]
-
-    def pick(name: str) -> tuple[np.ndarray, np.ndarray]:
-        return trk[name][jet, i], trk[name][jet, j]
-
-    (phi_i, phi_j), (d0_i, d0_j) = pick("phi"), pick("d0")
-    ux_i, uy_i, ux_j, uy_j = np.cos(phi_i), np.sin(phi_i), np.cos(phi_j), np.sin(phi_j)
-    # point of closest approach to the beam line: d0 * (sin phi, -cos phi)
-    px_i, py_i, px_j, py_j = d0_i * uy_i, -d0_i * ux_i, d0_j * uy_j, -d0_j * ux_j
-    sin_open = ux_i * uy_j - uy_i * ux_j
-    safe = np.where(np.abs(sin_open) > MIN_SIN_OPENING, sin_open, 1.0)
-    t_i = ((px_j - px_i) * uy_j - (py_j - py_i) * ux_j) / safe
-    vx, vy = px_i + t_i * ux_i, py_i + t_i * uy_i
-    t_j = vx * ux_j + vy * uy_j - (px_j * ux_j + py_j * uy_j)
-
-    (eta_i, eta_j), (z0st_i, z0st_j) = pick("eta"), pick("z0SinTheta")
-    (sz_i, sz_j) = pick("z0SinThetaUncertainty")
-    sin_i, sin_j = 1.0 / np.cosh(eta_i), 1.0 / np.cosh(eta_j)
-    z_i = z0st_i / sin_i + t_i * np.sinh(eta_i)  # cot(theta) = sinh(eta)
-    z_j = z0st_j / sin_j + t_j * np.sinh(eta_j)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z_pull = np.abs(z_i - z_j) / np.hypot(sz_i / sin_i, sz_j / sin_j)
-
-    pt_i, pt_j = pick("pt")
-    mass_pp = _pair_mass(_four_momenta(pt_i, eta_i, phi_i, PION_MASS),
-                         _four_momenta(pt_j, eta_j, phi_j, PION_MASS))
-    proton_first = pt_i >= pt_j  # the proton takes most of a Lambda's momentum
-    m_i = np.where(proton_first, PROTON_MASS, PION_MASS)
-    m_j = np.where(proton_first, PION_MASS, PROTON_MASS)
-    mass_ppi = _pair_mass(_four_momenta(pt_i, eta_i, phi_i, m_i),
-                          _four_momenta(pt_j, eta_j, phi_j, m_j))
-    charges = pick("charge")
-    opposite = charges[0] * charges[1] < 0
-    v0 = opposite & ((np.abs(mass_pp - K0S_MASS) < K0S_WINDOW)
-                     | (np.abs(mass_ppi - LAMBDA_MASS) < LAMBDA_WINDOW))
-
-    jx, jy = np.cos(jet_phi), np.sin(jet_phi)
-    forward = (vx * jx[jet] + vy * jy[jet]) > 0
-    good = ((np.abs(sin_open) > MIN_SIN_OPENING) & (t_i > 0) & (t_j > 0) & forward
-            & (np.hypot(vx, vy) < MAX_RADIUS) & (z_pull < MAX_Z_PULL) & ~v0)
-    (sd_i, sd_j) = pick("d0Uncertainty")
-    pair_sigma = (np.hypot(sd_i, sd_j) / np.abs(safe))[good]
-    jet, i, j = jet[good], i[good], j[good]
-
-    n2trk = np.bincount(jet, minlength=n)
-    has_sv = n2trk > 0
-    in_vertex = np.zeros(mask.shape, dtype=bool)
-    in_vertex[jet, i] = True
-    in_vertex[jet, j] = True
-    ntrk = in_vertex.sum(axis=1)
-
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_x = np.bincount(jet, weights=vx[good], minlength=n) / n2trk
-        mean_y = np.bincount(jet, weights=vy[good], minlength=n) / n2trk
-        sigma = np.sqrt(np.bincount(jet, weights=pair_sigma**2, minlength=n)) / n2trk
-        lxy = np.hypot(mean_x, mean_y) * np.sign(mean_x * jx + mean_y * jy)
-        lxy_sig = lxy / sigma
-
-        px, py, pz, e = _four_momenta(trk["pt"], trk["eta"], trk["phi"], PION_MASS)
-        total = [np.where(in_vertex, x, 0.0).sum(axis=1) for x in (px, py, pz, e)]
-        mass = np.sqrt(np.clip(total[3] ** 2 - total[0] ** 2 - total[1] ** 2 - total[2] ** 2,
-                               0.0, None))
-        rows, cols = np.nonzero(tracks["valid"][some])
-        _, _, _, e_valid = (_four_momenta(*(tracks[name][some[rows], cols].astype(np.float64)
-                                            for name in ("pt", "eta", "phi")), PION_MASS))
-        efrac = total[3] / np.bincount(rows, weights=e_valid, minlength=n)
-
-    nan = np.nan
-    return {
-        "sv_sig": np.where(has_sv, lxy_sig, 0.0).astype(np.float32),
-        "sv_Lxy": np.where(has_sv, lxy, nan).astype(np.float32),
-        "sv_mass": np.where(has_sv, mass, nan).astype(np.float32),
-        "sv_efrac": np.where(has_sv, efrac, nan).astype(np.float32),
-        "sv_ntrk": ntrk.astype(np.int32),
-        "sv_n2trk": n2trk.astype(np.int32),
-    }
+    """Vertex variables (:data:`OUTPUTS`) for each jet of a padded ``tracks`` block
+    [n_jets, max_tracks] (TDD track records, valid rows first)."""
+    jet_phi = np.asarray(jet_phi, dtype=np.float64)
+    if tracks.ndim != 2 or len(jet_phi) != len(tracks):
+        raise ValueError(f"tracks {tracks.shape} for {len(jet_phi)} jet directions")
+    out = np.empty((6, len(tracks)))
+    _find_all(np.ascontiguousarray(tracks), jet_phi, out)
+    return {name: out[k].astype(np.int32 if name in ("sv_ntrk", "sv_n2trk") else np.float32)
+            for k, name in enumerate(OUTPUTS)}
