@@ -27,11 +27,17 @@ fi
 
 mountpoint -q "$R/proc" || mount -t proc proc "$R/proc"
 mountpoint -q "$R/sys" || mount -t sysfs sys "$R/sys"
-mountpoint -q "$R/dev" || mount --bind /dev "$R/dev"
-mountpoint -q "$R/dev/pts" || mount --bind /dev/pts "$R/dev/pts"
+# Host directories bound into the chroot are read-only there: a `rm -rf` of the chroot (a
+# cleaner of /tmp) then stops at them instead of deleting the host's /dev, Python or checkout.
+bind_ro() {
+    mkdir -p "$2"
+    mountpoint -q "$2" || mount --bind "$1" "$2"
+    mount -o remount,bind,ro "$2"
+}
+bind_ro /dev "$R/dev"
+bind_ro /dev/pts "$R/dev/pts"
 for dir in "$repo" "$pyroot" ${CONDOR_BIND:-}; do
-    mkdir -p "$R$dir"
-    mountpoint -q "$R$dir" || mount --bind "$dir" "$R$dir"
+    bind_ro "$dir" "$R$dir"
 done
 # the chroot's /root must be traversable for the submitter to reach the bound Python
 chmod 0711 "$R/root"
@@ -50,14 +56,17 @@ fi
 # The sandbox's starter cannot unshare a mount namespace: no per-job /tmp mounts. One fake
 # GPU (a name, no device) so that GPU requests match and can be checked.
 conf=$'MOUNT_UNDER_SCRATCH =\nMACHINE_RESOURCE_GPUs = fakegpu0'
+# the master runs if its pid file names a live condor_master (a pid file can outlive it)
+up() { [ -s "$R/run/condor/master.pid" ] &&
+       [ "$(cat "/proc/$(cat "$R/run/condor/master.pid")/comm" 2>/dev/null)" = condor_master ]; }
 if [ "$(cat "$R/etc/condor/config.d/99-ci" 2>/dev/null)" != "$conf" ]; then
     printf '%s\n' "$conf" > "$R/etc/condor/config.d/99-ci"
-    if [ -s "$R/run/condor/master.pid" ] && kill -0 "$(cat "$R/run/condor/master.pid")" 2>/dev/null; then
+    if up; then
         "${CH[@]}" condor_restart -daemon startd
         sleep 2
     fi
 fi
-if ! { [ -s "$R/run/condor/master.pid" ] && kill -0 "$(cat "$R/run/condor/master.pid")" 2>/dev/null; }; then
+if ! up; then
     "${CH[@]}" condor_master -pidfile /run/condor/master.pid
 fi
 for _ in $(seq 1 120); do

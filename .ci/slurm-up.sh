@@ -4,8 +4,8 @@
 # second call finds the daemons up and only checks that the node takes jobs.
 #
 # No slurmdbd, so there is no accounting (`sacct` fails): clients query `squeue`, which keeps
-# finished jobs for MinJobAge seconds, and jobcomp/filetxt records every finished job in
-# /var/log/slurm/jobcomp.log, which is what the tests read to see what ran as a batch job.
+# finished jobs for MinJobAge seconds (what tests/test_clusters.py reads to see what ran as a
+# batch job), and jobcomp/filetxt logs every finished job in /var/log/slurm/jobcomp.log.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -73,14 +73,15 @@ changed=0
 [ "$(cat /etc/slurm/slurm.conf 2>/dev/null)" = "$conf" ] || { printf '%s\n' "$conf" > /etc/slurm/slurm.conf; changed=1; }
 [ "$(cat /etc/slurm/gres.conf 2>/dev/null)" = "$gres" ] || { printf '%s\n' "$gres" > /etc/slurm/gres.conf; changed=1; }
 
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# a daemon runs if its pid file names a live process of that name (a pid file can outlive it)
+alive() { [ -s "$1" ] && [ "$(cat "/proc/$(cat "$1")/comm" 2>/dev/null)" = "$2" ]; }
 if [ "$changed" = 1 ]; then  # a changed configuration needs fresh daemons
     for f in /run/slurmd.pid /run/slurmctld.pid; do
-        if alive "$f"; then p=$(cat "$f"); kill "$p"; while kill -0 "$p" 2>/dev/null; do sleep 0.2; done; fi
+        if alive "$f" "$(basename "$f" .pid)"; then p=$(cat "$f"); kill "$p"; while kill -0 "$p" 2>/dev/null; do sleep 0.2; done; fi
     done
 fi
-alive /run/slurmctld.pid || /usr/sbin/slurmctld
-alive /run/slurmd.pid || /usr/sbin/slurmd
+alive /run/slurmctld.pid slurmctld || /usr/sbin/slurmctld
+alive /run/slurmd.pid slurmd || /usr/sbin/slurmd
 # a node drained by an earlier run stays drained (the state is saved): resume it
 scontrol update nodename="${host}" state=resume 2>/dev/null || true
 

@@ -31,6 +31,7 @@ TINY = ("--configfile", "config/tiny.yaml")
 # the grouped rules of both profiles, by group
 GROUPS = {"inspect": {"inspect"}, "performance": {"evaluate", "compare"}, "inject": {"inject"}}
 TIMEOUT = 900
+pytestmark = pytest.mark.slow  # each test runs Snakemake and batch jobs: 20 s to 4 min
 
 
 def _unavailable(reason: str) -> None:
@@ -186,7 +187,6 @@ def _run(cluster, work: Path, *args: str, ok: bool = True, overlay: Path | None 
     return output, time.monotonic() - start
 
 
-@pytest.mark.slow
 def test_tiny_config_every_job_a_batch_job(cluster, tmp_path: Path, capsys) -> None:
     """The tiny config through the profile: every job but `all` ran as a batch job (the
     small ones as group jobs), all succeeded, train asked for and got the fake GPU."""
@@ -210,24 +210,20 @@ def test_tiny_config_every_job_a_batch_job(cluster, tmp_path: Path, capsys) -> N
     assert len(list((host / "results/inject").rglob("*.root"))) == wanted["inject"]
 
 
-def test_failing_job_fails_the_run(cluster, tmp_path: Path) -> None:
-    """A job that fails is retried as the profile says, reported, and fails the run."""
-    work, _ = _checkout(cluster, tmp_path)
-    output, _ = _run(cluster, work, "broken.txt", ok=False)
-    assert "Error in rule broken" in output
-    jobs = cluster.jobs(work)
-    assert [job.name for job in jobs] == ["broken"] * 3  # retries: 2
-    assert not any(job.ok for job in jobs)
-
-
-def test_retry_recovers_a_transient_failure(cluster, tmp_path: Path) -> None:
-    """A job that fails once only is submitted again (the profile's retries) and the run
-    succeeds: the scheduler saw one failed job and one successful one."""
+def test_failing_job_fails_the_run_and_a_retry_recovers_a_transient_one(
+        cluster, tmp_path: Path) -> None:
+    """In one run (--keep-going): a job that always fails is submitted three times (the
+    profile's retries: 2), reported, and fails the run; a job that fails once only is submitted
+    again and succeeds. The scheduler saw exactly those jobs."""
     work, host = _checkout(cluster, tmp_path)
-    _run(cluster, work, "flaky.txt")
+    output, _ = _run(cluster, work, "broken.txt", "flaky.txt", "--keep-going", ok=False)
+    assert "Error in rule broken" in output and "Error in rule flaky" in output
     assert (host / "flaky.txt").read_text() == "recovered\n"
-    assert [(job.name, job.ok) for job in cluster.jobs(work)] == [
-        ("flaky", False), ("flaky", True)]
+    assert not (host / "broken.txt").exists()
+    jobs = cluster.jobs(work)
+    assert [job.ok for job in jobs if job.name == "broken"] == [False] * 3
+    assert [job.ok for job in jobs if job.name == "flaky"] == [False, True]
+    assert len(jobs) == 5
 
 
 def test_train_no_gpu_node_can_run_does_not_wait_silently(cluster, tmp_path: Path) -> None:
