@@ -46,13 +46,13 @@ class Job:
 
     id: int
     name: str  # the rule, or the group's name for a group job
-    rules: frozenset[str]  # the rules it ran
     ok: bool
     gpus: str  # what the scheduler gave it ("" for none)
 
 
 class Slurm:
-    """Runs Snakemake on this host through profiles/slurm; jobs run as root, in the checkout."""
+    """Runs Snakemake on this host through profiles/slurm, in a copy of the checkout; the jobs
+    run as root (SlurmUser) on the same filesystem."""
 
     name = "slurm"
 
@@ -66,6 +66,9 @@ class Slurm:
 
     def workdir(self, tmp_path: Path) -> Path:
         return tmp_path
+
+    def host(self, work: Path) -> Path:
+        return work
 
     def snakemake(self, work: Path, *args: str, overlay: Path | None = None
                   ) -> subprocess.CompletedProcess:
@@ -123,6 +126,7 @@ class HTCondor:
         return inside
 
     def host(self, work: Path) -> Path:
+        """Where `work` (a path inside the chroot) is on this host."""
         return self.root / work.relative_to("/")
 
     def snakemake(self, work: Path, *args: str, overlay: Path | None = None
@@ -152,12 +156,12 @@ class HTCondor:
 
 
 def _job(jobid: int, name: str, ok: bool, gpus: str) -> Job:
-    """A job named `<rule>`, or `<group>_<rules>` for a group job."""
+    """A job named `<rule>`, or `<group>_<its rules>` for a group job."""
     group, _, rules = name.partition("_")
     if group in GROUPS:
         assert set(rules.split("_")) == GROUPS[group], name
-        return Job(jobid, group, frozenset(GROUPS[group]), ok, gpus)
-    return Job(jobid, name, frozenset({name}), ok, gpus)
+        return Job(jobid, group, ok, gpus)
+    return Job(jobid, name, ok, gpus)
 
 
 @pytest.fixture(scope="module", params=[Slurm, HTCondor], ids=["slurm", "htcondor"])
@@ -169,7 +173,7 @@ def _checkout(cluster: Slurm | HTCondor, tmp_path: Path) -> tuple[Path, Path]:
     """(path Snakemake sees, path on this host) of a fresh copy of the workflow, its config,
     code and profiles: users run a profile from the checkout's root."""
     work = cluster.workdir(tmp_path)
-    host = cluster.host(work) if isinstance(cluster, HTCondor) else work
+    host = cluster.host(work)
     copy_checkout(host)
     shutil.copytree(ROOT / "profiles", host / "profiles")
     shutil.copy(RULES, host / "Snakefile")
