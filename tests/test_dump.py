@@ -125,8 +125,8 @@ def _wrong_type(tmp_path: Path, ntuple: Path) -> Path:
 @pytest.mark.parametrize(
     ("make_bad", "extra_args", "expected"),
     [
-        (_truncated, (), "not a readable ROOT file"),
-        (_not_root, (), "not a readable ROOT file"),
+        (_truncated, (), "truncated ROOT file ("),
+        (_not_root, (), "not a ROOT file ("),
         (_missing_branch, (), "field 'jet_trk_d0': missing branch"),
         (_zero_events, (), "field 'events': tree has zero events"),
         (_wrong_type, (), "field 'jet_eta': branch has type float32, expected var * any"),

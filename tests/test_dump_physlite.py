@@ -199,7 +199,7 @@ def _cases(small, tmp_path: Path):
         "not-physlite": (_not_physlite(tmp_path), (),
                          "field 'CollectionTree': no CollectionTree (TTree) or EventData"),
         "truncated": (_truncated(small("full.root"), tmp_path), (),
-                      "not a readable ROOT file"),
+                      "truncated ROOT file ("),
     }
 
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from flavourflow.core import progress
 from flavourflow.core.errors import FlavourflowError
-from flavourflow.core.outputs import atomic_path
+from flavourflow.core.outputs import atomic_path, check_output
+from flavourflow.core.rootfiles import check_root_file
 from flavourflow.dump import kernels, ntuple
 from flavourflow.dump.blocks import Selection
 from flavourflow.dump.h5 import DEFAULT_COMPRESSION, TDDWriter
@@ -49,6 +50,7 @@ class Reader(Protocol):
 def open_reader(source: Path, fmt: str = "flavourflow",
                 mapping_file: Path | None = None) -> Reader:
     """The reader of ``fmt`` on ``source``; it checks the file before any output exists."""
+    check_root_file(source)
     if fmt == "flavourflow":
         return ntuple.Reader(source)
     if fmt == "physlite":
@@ -74,6 +76,19 @@ def _n_entries(reader: Reader) -> int | None:
     return None if n is None else int(n)
 
 
+def check_numbers(max_tracks: int, step_size: int, selection: Selection) -> None:
+    """One-line errors for numbers that make no sense, before any file is opened."""
+    for name, value in (("max-tracks", max_tracks), ("step-size", step_size)):
+        if not value >= 1:
+            raise FlavourflowError(f"--{name} must be at least 1, not {value}", field=name)
+    if not selection.pt_min >= 0:
+        raise FlavourflowError(f"--pt-min must be >= 0 MeV, not {selection.pt_min}",
+                               field="pt-min")
+    if not selection.abs_eta_max > 0:
+        raise FlavourflowError(f"--abs-eta-max must be > 0, not {selection.abs_eta_max}",
+                               field="abs-eta-max")
+
+
 def run(
     source: Path,
     output: Path,
@@ -89,6 +104,8 @@ def run(
     Memory is bounded by ``step_size`` events whatever the file size. The output appears only
     when the whole file was converted and at least one jet passed the selection.
     """
+    check_numbers(max_tracks=max_tracks, step_size=step_size, selection=selection)
+    check_output(output, source, mapping_file)
     reader = open_reader(Path(source), fmt, mapping_file)
     n_events = 0
     with atomic_path(output) as tmp, ThreadPoolExecutor(1, "dump-read") as pool, \
