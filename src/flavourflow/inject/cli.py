@@ -18,6 +18,11 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--ntuple", type=Path, required=True, help="original ROOT file")
+    parser.add_argument("--input-format", default="flavourflow",
+                        choices=("flavourflow", "physlite", "mapping"),
+                        help="how the dump read the original (as `flavourflow dump --format`)")
+    parser.add_argument("--mapping", type=Path, default=None,
+                        help="the dump's YAML field mapping (with --input-format mapping)")
     parser.add_argument("--dump", type=Path, required=True, help="its dump-stage h5")
     parser.add_argument("--network", type=Path, required=True, help="exported network.json")
     parser.add_argument("--model", required=True, help="model name (names tree and branches)")
@@ -49,5 +54,7 @@ def main(args: argparse.Namespace) -> int:
         step_size=args.step_size,
         output=args.output,
         friend_format=args.format,
+        input_format=args.input_format,
+        mapping_file=args.mapping,
     )
     return 0
