@@ -72,3 +72,22 @@ def test_b_discriminant_formula() -> None:
 def test_error_is_one_line_naming_file_and_field() -> None:
     err = FlavourflowError("bad\nthing   here", path="/x/y.root", field="jet_pt")
     assert str(err) == "/x/y.root: field 'jet_pt': bad thing here"
+
+
+def test_configcheck_lists_are_the_code_s_own() -> None:
+    """The workflow's DAG-time checks read these lists from the source with ast: they must
+    be what the modules define (a rename there fails here, not silently in the workflow)."""
+    import inspect
+
+    from flavourflow.core import configcheck
+    from flavourflow.dump import blocks, physlite
+    from flavourflow.train import models
+
+    jets, tracks = configcheck.dump_fields()
+    assert jets == set(blocks.JET_DTYPE.names) and tracks == set(blocks.TRACK_DTYPE.names)
+    assert configcheck.physlite_tagger_fields() == {
+        f"{t}_{o}" for t in physlite.TAGGERS for o in physlite.TAGGER_OUTPUTS}
+    for name, builder in models.ARCHITECTURES.items():
+        options = set(inspect.signature(builder).parameters) - {"shapes", "n_classes", "fast"}
+        assert configcheck.architecture_options()[name] == options
+    assert configcheck.missing_inputs(["log_pt", "log1p_sv_sig", "pt2"], jets) == ["pt2"]

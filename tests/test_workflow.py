@@ -91,36 +91,6 @@ def test_hybrid_sample_plans_both_components_and_the_pt_windows(tmp_path: Path) 
     assert bad.returncode != 0 and "samples.hybrid.hybrid.high" in bad.stdout + bad.stderr
 
 
-def test_physlite_sample_through_the_dag(tmp_path: Path) -> None:
-    """A real Run 3 PHYSLITE file as a `source: files` sample: dump, merge and inspect, with
-    the file's GN2v01 and DL1dv01 as baselines."""
-    import skhep_testdata
-
-    work = copy_checkout(tmp_path)
-    path = skhep_testdata.data_path("uproot-physlite-rntuple_v1-0-0-0.root")
-    overlay = {"samples": {"run3": {"source": "files", "format": "physlite", "files": [path]}}}
-    (work / "run3.yaml").write_text(yaml.safe_dump(overlay))
-    target = "results/inspect/run3/summary.json"
-    assert planned_jobs(work, target, "--configfile", "run3.yaml") == {
-        "dump": 1, "merge": 1, "inspect": 1}
-    snakemake(work, "--cores", "2", target, "--configfile", "run3.yaml")
-    summary = json.loads((work / target).read_text())
-    assert set(summary["baselines"]) == {"ip2d_llr", "sv_sig", "DL1dv01", "GN2v01"}
-    # GN2v01's D_b with its own f_c = 0.2, on the jets the default selection keeps (pT > 20
-    # GeV: higher AUC than the 0.96 of all jets in test_dump_physlite)
-    from flavourflow.core.roc import auc, b_discriminant
-
-    stem = Path(path).stem
-    with h5py.File(work / f"results/dump/run3/{stem}.h5") as f:
-        jets = f["jets"][...]
-    d_b = b_discriminant(jets["GN2v01_pb"], jets["GN2v01_pc"], jets["GN2v01_pu"], 0.2)
-    label = jets["HadronConeExclTruthLabelID"]
-    expected = auc(d_b[label == 5], d_b[label == 0])
-    assert expected > 0.95
-    assert summary["baselines"]["GN2v01"]["auc_b_vs_light"] == pytest.approx(expected, abs=1e-12)
-    assert planned_jobs(work, target, "--configfile", "run3.yaml") == {}
-
-
 TINY = ["--configfile", "config/tiny.yaml"]
 
 
@@ -147,6 +117,70 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = copy_checkout(tmp_path_factory.mktemp("tiny"))
     snakemake(work, "--cores", "2", *TINY)
     return work
+
+
+@pytest.mark.slow
+def test_physlite_sample_through_the_dag(tiny: Path) -> None:
+    """A real Run 3 PHYSLITE file as a `source: files` sample evaluated by the tiny run's
+    networks, run to `all`: dump, merge, inspect (with the file's GN2v01 and DL1dv01 as
+    baselines), evaluate, compare and inject (a friend RNTuple per network, entry by entry
+    with EventData)."""
+    import skhep_testdata
+    import uproot
+
+    work = tiny
+    path = skhep_testdata.data_path("uproot-physlite-rntuple_v1-0-0-0.root")
+    config = overlay(work, {"samples": {"run3": {"source": "files", "format": "physlite",
+                                                 "files": [path]}},
+                            "evaluate": {"samples": ["ttbar", "run3"]}}, "run3.yaml")
+    assert planned_jobs(work, *config) == {
+        "dump": 1, "merge": 1, "inspect": 1, "evaluate": 3, "compare": 1, "inject": 3,
+        "all": 1}
+    snakemake(work, "--cores", "2", *config)
+    summary = json.loads((work / "results/inspect/run3/summary.json").read_text())
+    assert set(summary["baselines"]) == {"ip2d_llr", "sv_sig", "DL1dv01", "GN2v01"}
+    # GN2v01's D_b with its own f_c = 0.2, on the jets the default selection keeps (pT > 20
+    # GeV: higher AUC than the 0.96 of all jets in test_dump_physlite)
+    from flavourflow.core.roc import auc, b_discriminant
+
+    stem = Path(path).stem
+    with h5py.File(work / f"results/dump/run3/{stem}.h5") as f:
+        jets = f["jets"][...]
+    d_b = b_discriminant(jets["GN2v01_pb"], jets["GN2v01_pc"], jets["GN2v01_pu"], 0.2)
+    label = jets["HadronConeExclTruthLabelID"]
+    expected = auc(d_b[label == 5], d_b[label == 0])
+    assert expected > 0.95
+    assert summary["baselines"]["GN2v01"]["auc_b_vs_light"] == pytest.approx(expected, abs=1e-12)
+    for model in ("tutorial", "dl1", "dips"):
+        metrics = json.loads((work / f"results/evaluate/{model}/run3/metrics.json").read_text())
+        assert metrics["taggers"]["network"]["working_points"]["70"]["light_rejection"] > 0
+        events = uproot.open(path)["EventData"].arrays(["EventInfoAuxDyn:eventNumber",
+                                                        "AnalysisJetsAuxDyn:pt"])
+        friend = uproot.open(work / f"results/inject/{model}/run3/{stem}.root")[
+            f"{model}_scores"]
+        assert "RNTuple" in type(friend).__name__
+        scores = friend.arrays()
+        np.testing.assert_array_equal(scores["eventNumber"],
+                                      events["EventInfoAuxDyn:eventNumber"])
+        assert (ak_num(scores[f"jet_{model}_pb"]) == ak_num(events["AnalysisJetsAuxDyn:pt"])
+                ).all()
+        pb = np.asarray(ak_flat(scores[f"jet_{model}_pb"]))
+        assert np.count_nonzero(np.isfinite(pb)) == len(jets)  # every dumped jet, no other
+    assert planned_jobs(work, *config) == {}
+    # the tiny run is left as it was: its own config still plans nothing
+    assert planned_jobs(work, *TINY) == {}
+
+
+def ak_num(array):
+    import awkward as ak
+
+    return ak.to_numpy(ak.num(array))
+
+
+def ak_flat(array):
+    import awkward as ak
+
+    return ak.to_numpy(ak.flatten(array))
 
 
 @pytest.mark.slow

@@ -85,10 +85,10 @@ def check_output(target: str | os.PathLike[str], *inputs: str | os.PathLike[str]
     return target
 
 
-def _write_failure(err: OSError) -> bool:
+def _write_failure(err: OSError | RuntimeError) -> bool:
     """Whether ``err`` (from any library writing the temporary) says the location is full,
     read-only, too small (ulimit -f) or forbidden."""
-    if err.errno in _WRITE_ERRNOS:
+    if getattr(err, "errno", None) in _WRITE_ERRNOS:
         return True
     text = str(err).lower()
     return any(word in text for word in _WRITE_WORDS)
@@ -107,11 +107,13 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, target)
-    except OSError as err:
-        about_input = err.filename not in (None, str(tmp), str(target))
+    except (OSError, RuntimeError) as err:  # h5py reports some failed writes as RuntimeError
+        about_input = getattr(err, "filename", None) not in (None, str(tmp), str(target))
         if _write_failure(err) and not about_input:
-            raise FlavourflowError(f"cannot write the output ({err.strerror or err})",
-                                   path=target) from None
+            code = getattr(err, "errno", None)
+            reason = os.strerror(code) if code in _WRITE_ERRNOS else next(
+                (w for w in _WRITE_WORDS if w in str(err).lower()), str(err))
+            raise FlavourflowError(f"cannot write the output ({reason})", path=target) from None
         raise
     finally:
         if tmp.exists():

@@ -9,6 +9,7 @@ them to the same `jets` / `tracks` blocks; this module writes them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -139,8 +140,12 @@ def run(
                 kernels=kernels.IMPLEMENTATION,
                 **reader.provenance(),
             )
-        finally:
+        except BaseException:
             wait([reading])  # never close the file under a running read
-            writer.close()
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                writer.close()
+            raise
+        wait([reading])
+        writer.close()
     log.info("dumped %d jets from %d events of %s", writer.n, n_events, source)
     return writer.n

@@ -47,6 +47,7 @@ import uproot
 from flavourflow import __version__
 from flavourflow.core import progress, roc
 from flavourflow.core.errors import FlavourflowError
+from flavourflow.core.h5files import open_h5
 from flavourflow.core.inputs import JET_NODE, TRACK_NODE, VALID_FIELD, lwtnn_inputs, node_variables
 from flavourflow.core.outputs import atomic_path
 from flavourflow.export.evaluator import LightweightGraph
@@ -262,7 +263,7 @@ def run(
                else friend_format == "rntuple")
     title = f"flavourflow {__version__}: {model} scores for {source.store} of {ntuple.name}"
     n_events = n_jets = n_scored = 0
-    with h5py.File(dump, "r") as src:
+    with open_h5(dump) as src:
         if "jets" not in src:
             raise FlavourflowError("no `jets` dataset", path=dump)
         jets = src["jets"]
