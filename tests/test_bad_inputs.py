@@ -490,7 +490,8 @@ def test_config_error_before_any_job(name: str, checkout: Path) -> None:
 
 def test_path_with_a_space_is_one_argument(checkout: Path, tmp_path: Path) -> None:
     """Shell commands quote every path (`:q`): a file under a folder with a space, with a
-    space in its name, and a `;` in the folder name, is dumped, and no command runs."""
+    space in its name, and a `;` in the folder name, is dumped, and no command runs. (With
+    `hdf5_file_locking: false`, which the job's log reports.)"""
     from test_workflow import snakemake
 
     folder = tmp_path / "my data; touch pwned"
@@ -498,10 +499,12 @@ def test_path_with_a_space_is_one_argument(checkout: Path, tmp_path: Path) -> No
     path = write_ntuple(folder / "run 1.root", 60, seed=2)
     (checkout / "spaced.yaml").write_text(yaml.safe_dump(
         {"samples": {"spaced": {"source": "files", "files": [str(path)]}},
-         "evaluate": {"samples": ["spaced"]}}))
+         "evaluate": {"samples": ["spaced"]}, "hdf5_file_locking": False}))
     target = "results/dump/spaced/run 1.h5"
     snakemake(checkout, "--cores", "1", target, "--configfile", "config/tiny.yaml",
               "spaced.yaml")
     with h5py.File(checkout / target) as f:
         assert len(f["jets"]) > 0 and str(path) in str(f.attrs["source_files"])
     assert not (checkout / "pwned").exists() and not (tmp_path / "pwned").exists()
+    # hdf5_file_locking: false reached the job (for filesystems that cannot lock)
+    assert "HDF5 file locking off" in (checkout / "logs/dump/spaced/run 1.log").read_text()

@@ -91,3 +91,31 @@ def test_configcheck_lists_are_the_code_s_own() -> None:
         options = set(inspect.signature(builder).parameters) - {"shapes", "n_classes", "fast"}
         assert configcheck.architecture_options()[name] == options
     assert configcheck.missing_inputs(["log_pt", "log1p_sv_sig", "pt2"], jets) == ["pt2"]
+
+
+def test_cli_defaults_are_the_schema_s() -> None:
+    """One definition of each default: the CLIs' equal the config schema's (they read it)."""
+    import argparse
+    import importlib
+
+    import yaml
+
+    from flavourflow.core import defaults
+
+    schema = yaml.safe_load(defaults.SCHEMA.read_text())
+    assert schema["properties"]["export"]["properties"]["min_jets"]["default"] == 10_000
+    cases = {"export": {"min_jets": "export.min_jets", "max_jets": "export.max_jets"},
+             "fetch": {"retries": "fetch.retries", "backoff": "fetch.backoff_s"},
+             "inject": {"step_size": "inject.step_size"},
+             "inspect": {"bins": "inspect.bins"},
+             "preprocess": {"block_size": "preprocess.block_size"}}
+    for stage, keys in cases.items():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(f"flavourflow.{stage}.cli").add_parser(
+            parser.add_subparsers(dest="stage"))
+        sub = parser._subparsers._group_actions[0].choices[stage]
+        for dest, key in keys.items():
+            node = schema
+            for part in key.split("."):
+                node = node["properties"][part]
+            assert sub.get_default(dest) == node["default"], (stage, dest)

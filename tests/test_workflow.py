@@ -3,6 +3,7 @@ incrementality (nothing reruns; only evaluation reruns after an evaluation key c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -406,3 +407,89 @@ def test_closure_gate_stops_evaluation(tiny: Path) -> None:
     # back to the tiny config's tolerance: the gate passes again and evaluation follows
     snakemake(tiny, "--cores", "2", target, *TINY)
     assert metrics.is_file() and network.read_bytes() == before
+
+
+# --- interruption: kill -9 mid-job, rerun with --rerun-incomplete -----------------------------
+
+
+def _job_pids(work: Path, stage: str) -> list[int]:
+    """Processes running `python -m flavourflow <stage>` in ``work`` (the job, not its shell)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if cwd == str(work) and b"flavourflow" in argv and stage.encode() in argv:
+            pids.append(int(proc.name))
+    return pids
+
+
+def _contents(path: Path) -> object:
+    """What must be identical after a rerun: an h5's datasets and attributes, a Keras model's
+    weights, a JSON record without its timings, any other file's bytes."""
+    if path.suffix == ".h5":
+        with h5py.File(path) as f:
+            return ({k: f[k][...].tobytes() for k in f}, {k: str(v) for k, v in f.attrs.items()})
+    if path.suffix == ".keras":
+        import keras
+
+        return [w.tobytes() for w in keras.saving.load_model(path).get_weights()]
+    if path.name == "training.json":
+        record = json.loads(path.read_text())
+        return {k: v for k, v in record.items() if "second" not in k and "time" not in k}
+    return path.read_bytes()
+
+
+INTERRUPTED = [
+    ("dump", ["results/dump/ttbar/shard_0.h5"], 0.0),
+    ("preprocess", ["results/preprocess/tutorial/variables.json",
+                    "results/preprocess/tutorial/train_jets.npy"], 1.0),
+    ("train", ["results/train/tutorial/model.keras", "results/train/tutorial/history.csv",
+               "results/train/tutorial/training.json"], 4.0),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stage", "outputs", "delay"), INTERRUPTED,
+                         ids=[case[0] for case in INTERRUPTED])
+def test_kill_9_mid_job_then_rerun_incomplete_gives_the_same_outputs(
+        tiny: Path, stage: str, outputs: list[str], delay: float) -> None:
+    """kill -9 of Snakemake and its job while the job runs (a lost node): the rerun with
+    --rerun-incomplete ends with the outputs of the uninterrupted run and no leftover
+    (hidden temporaries of the killed job included); the tiny run is left as it was."""
+    import signal
+    import time
+
+    paths = [tiny / p for p in outputs]
+    before = {p: _contents(p) for p in paths}
+    # every output of the job (all in one folder): their times are put back after the rerun,
+    # so that the tiny run's later jobs stay up to date for the other tests
+    times = {p: p.stat().st_mtime_ns for p in paths[0].parent.iterdir()}
+    target = outputs[0]
+    run = subprocess.Popen([*SNAKEMAKE, "--snakefile", "workflow/Snakefile", "--cores", "2",
+                            *TINY, "--forcerun", target, "--", target], cwd=tiny,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (pids := _job_pids(tiny, stage)):
+        assert run.poll() is None and time.monotonic() < deadline, "the job never started"
+        time.sleep(0.02)
+    time.sleep(delay)
+    os.killpg(run.pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    run.wait()
+    # what a user does after a lost node: the killed Snakemake's lock, then the incomplete job
+    snakemake(tiny, "--unlock", *TINY)
+    snakemake(tiny, "--cores", "2", *TINY, "--rerun-incomplete", target)
+    for path in paths:
+        assert _contents(path) == before[path], path
+        assert not list(path.parent.glob(".*partial*")), list(path.parent.glob(".*partial*"))
+    for path, ns in times.items():
+        os.utime(path, ns=(ns, ns))
+    assert planned_jobs(tiny, *TINY) == {}

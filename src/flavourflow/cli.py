@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     module = importlib.import_module(STAGES[args.stage])
+    if os.environ.get("HDF5_USE_FILE_LOCKING", "").upper() == "FALSE":  # see core.h5files
+        logging.getLogger("flavourflow").info("HDF5 file locking off (HDF5_USE_FILE_LOCKING)")
     # SIGTERM (Snakemake or a batch system stopping the job) ends like Ctrl-C: the stage's
     # clean-up runs and no hidden temporary is left (flavourflow.core.outputs)
     signal.signal(signal.SIGTERM, _terminate)

@@ -105,6 +105,10 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.ge
 # The config checks that need the code's own lists (stdlib only: nothing heavy is imported).
 sys.path.insert(0, str(SRC))
 from flavourflow.core import configcheck  # noqa: E402
+from flavourflow.core.defaults import default  # noqa: E402
+# HDF5 file locking off for every job where the filesystem cannot lock (hdf5_file_locking).
+if not config.get("hdf5_file_locking", default("hdf5_file_locking")):
+    os.environ["HDF5_USE_FILE_LOCKING"] = "FALSE"
 # The interpreter running Snakemake, unless jobs run in their own conda environments.
 _USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 PYTHON = "python" if _USE_CONDA else sys.executable

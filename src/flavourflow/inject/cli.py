@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from flavourflow.core.defaults import default
+
 log = logging.getLogger(__name__)
 
 
@@ -29,7 +31,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--tree-out", type=Path, required=True, help="output friend-tree file")
     parser.add_argument("--h5-out", type=Path, required=True, help="output h5 file")
     parser.add_argument("--fc", type=float, default=0.018, help="f_c of the D_b discriminant")
-    parser.add_argument("--step-size", type=int, default=10_000, help="events per read block")
+    parser.add_argument("--step-size", type=int, default=default("inject.step_size"),
+                        help="events per read block")
     parser.add_argument("--output", default=None, help="network output (default: the first)")
     parser.add_argument(
         "--format",
