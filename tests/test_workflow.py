@@ -217,6 +217,19 @@ def test_tiny_end_to_end(tiny: Path) -> None:
         assert (work / f"results/evaluate/tutorial/ttbar/{stem}.pdf").read_bytes()[:4] == b"%PDF"
         assert (work / f"results/evaluate/tutorial/ttbar/{stem}.png").stat().st_size > 10_000
     assert (work / "results/inspect/ttbar/jet_inputs.png").stat().st_size > 10_000
+    # each network learned: a tagger that learned nothing has AUC 0.5 and light rejection
+    # 1/0.7 = 1.43 at 70 % (+- 0.05 on the ~540 light test jets); the tiny run's one epoch
+    # gives 0.78-0.91 and 4.5-34. The tutorial (a logistic regression on ip2d_llr and sv_sig)
+    # reaches at least half of its best input's rejection (about 0.7 of it after one epoch).
+    best_input = max(metrics["taggers"][b]["working_points"]["70"]["light_rejection"] or 0
+                     for b in ("ip2d_llr", "sv_sig"))
+    for model in ("tutorial", "dl1", "dips"):
+        network = json.loads((work / f"results/evaluate/{model}/ttbar/metrics.json").read_text(
+            ))["taggers"]["network"]
+        assert network["auc_b_vs_light"] > 0.7, model
+        assert network["working_points"]["70"]["light_rejection"] > 3.0, model
+    assert metrics["taggers"]["network"]["working_points"]["70"]["light_rejection"] >= \
+        0.5 * best_input
     compared = json.loads((work / "results/compare/ttbar/metrics.json").read_text())
     assert set(compared["taggers"]) == {"tutorial", "dl1", "dips", "ip2d_llr", "sv_sig"}
     assert compared["taggers"]["tutorial"] == metrics["taggers"]["network"]
