@@ -248,6 +248,18 @@ def c_mapping_missing_branch(tmp, base, server):
                      "--format", "mapping", "--mapping", str(mapping))
 
 
+def c_mapping_misplaced_pt(tmp, base, server):
+    label = "HadronConeExclTruthLabelID"
+    spec = {"tree": "events", "jets": {"pt": "mcEventWeight", "eta": "jet_eta",
+                                       "phi": "jet_phi", label: f"jet_{label}",
+                                       "eventNumber": "eventNumber"}}
+    mapping = tmp / "m.yaml"
+    mapping.write_text(yaml.safe_dump(spec))
+    return dump_case(tmp, base["root"], "field 'mcEventWeight': jets.pt is mapped to a branch "
+                     "with one number per entry", "--format", "mapping", "--mapping",
+                     str(mapping))
+
+
 def c_mapping_unknown_key(tmp, base, server):
     mapping = tmp / "m.yaml"
     mapping.write_text(yaml.safe_dump({"tree": "events", "jets": {"pt": "jet_pt"},

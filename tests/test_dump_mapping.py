@@ -141,10 +141,13 @@ def test_defaults_replace_nan_and_missing_branches(tmp_path: Path) -> None:
                                   "eventNumber": "evt", "pb": {"branch": "pb", "default": -2},
                                   "mcEventWeight": {"branch": "nope", "default": 0.5}}}
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(spec))
-    jets, tracks, _ = dump(tmp_path / "t.root", tmp_path / "t.h5", "mapping", tmp_path / "m.yaml")
+    jets, tracks, attrs = dump(tmp_path / "t.root", tmp_path / "t.h5", "mapping",
+                               tmp_path / "m.yaml")
     assert np.array_equal(jets["pb"], [-2, 0.5, 0.25, -2])
     assert np.all(jets["mcEventWeight"] == 0.5) and np.array_equal(jets["eventNumber"],
                                                                    [0, 0, 1, 3])
+    # the default used for want of a branch is said: a misspelt branch is not silent
+    assert attrs["defaulted_fields"] == "mcEventWeight <- nope"
     assert np.array_equal(jets["jetIndex"], [0, 1, 0, 0])
     assert np.all(jets["n_tracks"] == 0) and not tracks["valid"].any()  # no tracks section
     assert np.all(jets["ip2d_llr"] == 0) and np.all(jets["sv_sig"] == 0)

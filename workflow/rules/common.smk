@@ -427,3 +427,29 @@ def study_outputs(study):
     builds it, next to (never over) the default evaluation."""
     return expand("results/compare/{sample}.{study}/rejections.md",
                   sample=study_samples(study), study=study)
+
+
+def failed_job_causes(snakemake_logs):
+    """One line per failed job of the run logged in ``snakemake_logs`` (Snakemake's log
+    files): its rule, its log and the error line the stage wrote there (`flavourflow <stage>:
+    error: ...`), else the log's last line."""
+    import re
+
+    paths = [snakemake_logs] if isinstance(snakemake_logs, (str, Path)) else snakemake_logs
+    text = ""
+    for path in paths or []:
+        try:
+            text += Path(path).read_text(errors="replace")
+        except OSError:
+            pass
+    lines = []
+    for rule, job_log in re.findall(r"Error in rule (\w+):.*?\n\s+log: (.+?) \(check log",
+                                    text, flags=re.S):
+        try:
+            content = [l for l in Path(job_log).read_text(errors="replace").splitlines() if l]
+        except OSError:
+            continue
+        errors = [l for l in content if ": error:" in l] or content[-1:]
+        if errors:
+            lines.append(f"failed job {rule} ({job_log}): {errors[-1].strip()}")
+    return "\n".join(lines)

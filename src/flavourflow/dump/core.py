@@ -90,6 +90,40 @@ def check_numbers(max_tracks: int, step_size: int, selection: Selection) -> None
                                field="abs-eta-max")
 
 
+def _said_out_loud(reader: Reader, provenance: dict, source: Path) -> dict[str, str]:
+    """What would otherwise be silent, logged as a warning and recorded in the h5: PHYSLITE
+    b-tagging links that point nowhere (their tagger outputs are NaN), the point the track
+    impact parameters are measured from, and mapped fields filled with their default because
+    their branch is not in the file (a misspelt branch would otherwise look all-default)."""
+    extra: dict[str, str] = {}
+    links = provenance.get("links") or {}
+    lost = int(links.get("btagging", 0)) - int(links.get("btagging_valid", 0))
+    if lost > 0:
+        log.warning("%s: %d of %d b-tagging links point nowhere: their tagger outputs are NaN",
+                    source, lost, links["btagging"])
+    quantities = getattr(reader, "quantities", None)
+    if quantities is not None:  # PHYSLITE: where d0 and z0 are measured from
+        if "pv_z" not in quantities:
+            extra["d0_reference"] = "beam line (no primary vertices in the file)"
+        elif "beam_x" not in quantities:
+            extra["d0_reference"] = ("beam line for d0 (no beam-spot position in the file); "
+                                     "z0 from the primary vertex")
+        else:
+            extra["d0_reference"] = "primary vertex"
+        if extra["d0_reference"] != "primary vertex":
+            log.warning("%s: %s", source, extra["d0_reference"])
+    mapping = getattr(reader, "mapping", None)
+    if mapping is not None:
+        missing = sorted(f"{f.name} <- {f.branch}"
+                         for f in (*mapping.jets.values(), *mapping.tracks.values())
+                         if f.branch not in reader.present)
+        if missing:
+            extra["defaulted_fields"] = ", ".join(missing)
+            log.warning("%s: no branch for %s: filled with the mapping's default", source,
+                        extra["defaulted_fields"])
+    return extra
+
+
 def run(
     source: Path,
     output: Path,
@@ -134,11 +168,12 @@ def run(
                     f"|eta| < {selection.abs_eta_max}) in {n_events} events",
                     path=source, field=reader.pt_branch,
                 )
+            provenance = reader.provenance()
             writer.attrs(
                 source_files=[str(source)], selection=selection.as_dict(),
                 max_tracks=max_tracks, n_events=n_events, step_size=step_size,
                 kernels=kernels.IMPLEMENTATION,
-                **reader.provenance(),
+                **provenance, **_said_out_loud(reader, provenance, Path(source)),
             )
         except BaseException:
             wait([reading])  # never close the file under a running read

@@ -202,6 +202,14 @@ class Reader:
             blocks.check_type(block[pt.branch], self.path, pt.branch, 1, "float")
         self.flat = depth == 0
         jet_depth = 0 if self.flat else 1
+        if self.flat:  # a list per entry elsewhere: pt, not that branch, is the odd one out
+            for f in self.mapping.jets.values():
+                if f.branch in self.present and blocks._layers(
+                        block[f.branch].layout.form)[0] == 1:
+                    raise FlavourflowError(
+                        f"jets.pt is mapped to a branch with one number per entry (a flat "
+                        f"ntuple), but jets.{f.name} ({f.branch}) holds a list per entry: is "
+                        "pt mapped to the right branch?", path=self.path, field=pt.branch)
         for f in self.mapping.jets.values():
             if f.branch not in self.present:
                 continue
