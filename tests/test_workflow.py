@@ -264,6 +264,7 @@ CONFIG_MATRIX = [
     ("inject.step_size", {"inject": {"step_size": 77}}, {}),
     ("dump.merge_layout", {"dump": {"merge_layout": "concat"}}, {}),
     ("fetch.retries", {"fetch": {"retries": 7}}, {}),
+    ("hdf5_file_locking", {"hdf5_file_locking": False}, {}),
     ("inspect.bins", {"inspect": {"bins": 20}}, {"inspect": 1, "all": 1}),
     ("evaluate.f_c", {"evaluate": {"f_c": 0.05}},
      {"evaluate": 3, "inject": 6, "compare": 1, "all": 1}),
