@@ -334,8 +334,7 @@ def c_no_jets_of_one_flavour(tmp, base, server):
 
     return preprocess_case(tmp, spoiled_dump(tmp, base, change),
                            "no bottom jets in the training split",
-                           "--resampling", '{"method": "weights", "target": "bottom"}',
-                           named="field 'resampling'")
+                           "--resampling", '{"method": "weights", "target": "bottom"}')
 
 
 def c_model_input_not_in_dump(tmp, base, server):
@@ -449,6 +448,7 @@ def test_bad_input(name: str, base: dict, server: str, tmp_path: Path,
     assert not leftovers(case.outputs)
     for path, content in case.unchanged.items():
         assert path.read_bytes() == content
+    print(f"{name} -> {line}")  # the matrix, with `pytest -rP`
 
 
 # --- config errors: raised by `snakemake -n` when the DAG is built, before any job ------------

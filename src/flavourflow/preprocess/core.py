@@ -216,7 +216,10 @@ def _run(source: Path, outdir: Path, settings: Settings) -> dict:
         cls, which = keys(block)
         train = which == 0
         before.fill(cls[train], block["pt"][train], block["eta"][train])
-    sampler = Sampler.from_histograms(config, before, settings.shuffle_seed)
+    try:
+        sampler = Sampler.from_histograms(config, before, settings.shuffle_seed)
+    except FlavourflowError as err:  # about this file's training split: name the file
+        raise FlavourflowError(str(err), path=source) from None
 
     def plan(block: np.ndarray, cls: np.ndarray, which: np.ndarray):
         """Copies and weights of each jet (resampled in train and val, not in test)."""
