@@ -11,6 +11,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from factories import write_ntuple  # noqa: E402
 
+#: under CI a skipped test fails the run unless it is on tests/skip_allowlist.txt
+pytest_plugins = ["ci_skips"]
+
 
 @pytest.fixture
 def ntuple(tmp_path: Path) -> Path:

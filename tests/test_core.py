@@ -72,3 +72,50 @@ def test_b_discriminant_formula() -> None:
 def test_error_is_one_line_naming_file_and_field() -> None:
     err = FlavourflowError("bad\nthing   here", path="/x/y.root", field="jet_pt")
     assert str(err) == "/x/y.root: field 'jet_pt': bad thing here"
+
+
+def test_configcheck_lists_are_the_code_s_own() -> None:
+    """The workflow's DAG-time checks read these lists from the source with ast: they must
+    be what the modules define (a rename there fails here, not silently in the workflow)."""
+    import inspect
+
+    from flavourflow.core import configcheck
+    from flavourflow.dump import blocks, physlite
+    from flavourflow.train import models
+
+    jets, tracks = configcheck.dump_fields()
+    assert jets == set(blocks.JET_DTYPE.names) and tracks == set(blocks.TRACK_DTYPE.names)
+    assert configcheck.physlite_tagger_fields() == {
+        f"{t}_{o}" for t in physlite.TAGGERS for o in physlite.TAGGER_OUTPUTS}
+    for name, builder in models.ARCHITECTURES.items():
+        options = set(inspect.signature(builder).parameters) - {"shapes", "n_classes", "fast"}
+        assert configcheck.architecture_options()[name] == options
+    assert configcheck.missing_inputs(["log_pt", "log1p_sv_sig", "pt2"], jets) == ["pt2"]
+
+
+def test_cli_defaults_are_the_schema_s() -> None:
+    """One definition of each default: the CLIs' equal the config schema's (they read it)."""
+    import argparse
+    import importlib
+
+    import yaml
+
+    from flavourflow.core import defaults
+
+    schema = yaml.safe_load(defaults.SCHEMA.read_text())
+    assert schema["properties"]["export"]["properties"]["min_jets"]["default"] == 10_000
+    cases = {"export": {"min_jets": "export.min_jets", "max_jets": "export.max_jets"},
+             "fetch": {"retries": "fetch.retries", "backoff": "fetch.backoff_s"},
+             "inject": {"step_size": "inject.step_size"},
+             "inspect": {"bins": "inspect.bins"},
+             "preprocess": {"block_size": "preprocess.block_size"}}
+    for stage, keys in cases.items():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(f"flavourflow.{stage}.cli").add_parser(
+            parser.add_subparsers(dest="stage"))
+        sub = parser._subparsers._group_actions[0].choices[stage]
+        for dest, key in keys.items():
+            node = schema
+            for part in key.split("."):
+                node = node["properties"][part]
+            assert sub.get_default(dest) == node["default"], (stage, dest)

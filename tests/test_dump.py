@@ -125,8 +125,8 @@ def _wrong_type(tmp_path: Path, ntuple: Path) -> Path:
 @pytest.mark.parametrize(
     ("make_bad", "extra_args", "expected"),
     [
-        (_truncated, (), "not a readable ROOT file"),
-        (_not_root, (), "not a readable ROOT file"),
+        (_truncated, (), "truncated ROOT file ("),
+        (_not_root, (), "not a ROOT file ("),
         (_missing_branch, (), "field 'jet_trk_d0': missing branch"),
         (_zero_events, (), "field 'events': tree has zero events"),
         (_wrong_type, (), "field 'jet_eta': branch has type float32, expected var * any"),
@@ -161,3 +161,42 @@ def test_ip_templates_are_normalised_and_the_ratio_grows_at_most_linearly() -> N
     assert at[10] > at[0] > at[-5]
     lo, hi = np.searchsorted(s, [20, 60])
     assert (ratio[hi] - ratio[lo]) / 40 < 0.2  # linear, not quadratic, in S
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_interrupted_dump_leaves_nothing_and_reruns_identically(tmp_path: Path,
+                                                                signal_name: str) -> None:
+    """A dump stopped mid-file: SIGTERM cleans its hidden temporary up at once; after SIGKILL
+    (which nothing can catch) the next run writing the same output removes it. Either way
+    the rerun's output is the uninterrupted run's."""
+    import os
+    import signal
+    import time
+
+    from factories import write_ntuple
+
+    source = write_ntuple(tmp_path / "big.root", 6000, seed=9)
+    reference = tmp_path / "reference.h5"
+    core.run(source, reference, ntuple_selection(), 10, step_size=20)
+    out = tmp_path / "out" / "x.h5"
+    args = ["dump", "--input", str(source), "--output", str(out), "--max-tracks", "10",
+            "--step-size", "20"]
+    code = "import sys\nfrom flavourflow.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    child = subprocess.Popen([sys.executable, "-c", code, *args], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(out.parent.glob(".x.partial-*.h5")):  # mid-way: the temporary exists
+        assert child.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(child.pid, getattr(signal, signal_name))
+    status = child.wait()
+    assert status != 0 and not out.exists()
+    leftovers = list(out.parent.glob(".x.partial-*.h5"))
+    if signal_name == "SIGTERM":
+        assert leftovers == [] and status == 128 + signal.SIGTERM
+    else:
+        assert len(leftovers) == 1  # the killed process's, until the next run
+    assert run_cli(*args).returncode == 0
+    assert list(out.parent.iterdir()) == [out]  # no temporary of anyone left
+    with h5py.File(out) as a, h5py.File(reference) as b:
+        for name in ("jets", "tracks"):
+            assert a[name][...].tobytes() == b[name][...].tobytes()

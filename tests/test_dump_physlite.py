@@ -199,7 +199,7 @@ def _cases(small, tmp_path: Path):
         "not-physlite": (_not_physlite(tmp_path), (),
                          "field 'CollectionTree': no CollectionTree (TTree) or EventData"),
         "truncated": (_truncated(small("full.root"), tmp_path), (),
-                      "not a readable ROOT file"),
+                      "truncated ROOT file ("),
     }
 
 
@@ -249,3 +249,27 @@ def test_run2_unsplit_event_info_falls_back_to_mc_event_number(tmp_path: Path) -
     numbers = uproot.open(path)["CollectionTree"]["EventInfoAuxDyn.mcEventNumber"].array(
         library="np")
     assert set(jets["eventNumber"]) == set(numbers.astype(np.int64)) and len(jets) == 1005
+
+
+def test_what_would_be_silent_is_said(small, run3_events: ak.Array, tmp_path: Path,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A file without beam-spot position (d0 stays w.r.t. the beam line) and b-tagging links
+    that point nowhere (NaN tagger outputs): each a warning and a record in the h5."""
+    nobeam = small("nobeam.root", drop=("EventInfoAuxDyn:beamPosX", "EventInfoAuxDyn:beamPosY"))
+    with caplog.at_level("WARNING"):
+        core.run(nobeam, tmp_path / "nobeam.h5", ALL_JETS, 10, 7, fmt="physlite")
+    _, _, attrs = load(tmp_path / "nobeam.h5")
+    assert attrs["d0_reference"].startswith("beam line for d0 (no beam-spot position")
+    assert "beam line for d0" in caplog.text
+    links = run3_events[:20][JETS + "btaggingLink"]
+    broken = ak.zip({"m_persKey": links["m_persKey"],
+                     "m_persIndex": links["m_persIndex"] + 100_000})
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        core.run(small("nolink.root", replace={JETS + "btaggingLink": broken}),
+                 tmp_path / "nolink.h5", ALL_JETS, 10, 7, fmt="physlite")
+    jets, _, attrs = load(tmp_path / "nolink.h5")
+    counts = json.loads(attrs["links"])
+    assert counts["btagging_valid"] == 0 < counts["btagging"] == len(jets)
+    assert np.isnan(jets["GN2v01_pb"]).all()
+    assert f"{len(jets)} of {len(jets)} b-tagging links point nowhere" in caplog.text

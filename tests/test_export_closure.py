@@ -96,7 +96,8 @@ def jet_model_dir(tmp_path_factory) -> Path:
 
 
 def run(work: Path, out: Path, variables: str = "variables.json", **kwargs) -> dict:
-    kwargs = {"tolerance": 1e-5, "max_jets": 20000, "onnx_out": out / "model.onnx", **kwargs}
+    kwargs = {"tolerance": 1e-5, "max_jets": 20000, "onnx_out": out / "model.onnx",
+              "min_jets": 1, **kwargs}
     return closure.run(
         work / "model.keras",
         work / variables,
@@ -412,6 +413,8 @@ def test_cli(jet_model_dir: Path, tmp_path: Path):
         + ["--onnx", str(tmp_path / "m.onnx"), "--onnx-opset", "15"]
     )
     assert args.tolerance == 1e-5
+    assert args.min_jets == 10_000  # the schema's export.min_jets, as the workflow's
+    args.min_jets = 1
     assert cli.main(args) == 0
     assert json.loads((tmp_path / "c.json").read_text())["n_jets"] == 50
     assert (tmp_path / "n.json").is_file() and (tmp_path / "i.json").is_file()
@@ -426,7 +429,7 @@ def test_export_then_check_as_the_workflow_runs_them(deep_sets_dir: Path, tmp_pa
     work = deep_sets_data(deep_sets_dir, tmp_path / "data", sorted_mask(
         np.random.default_rng(3), 400, 0.3))
     common = ["--model", str(deep_sets_dir / "model.keras"), "--variables",
-              str(deep_sets_dir / "variables.json"), "--test-dir", str(work)]
+              str(deep_sets_dir / "variables.json"), "--test-dir", str(work), "--min-jets", "1"]
 
     def main(*extra: str) -> int:
         parser = argparse.ArgumentParser()
@@ -445,7 +448,7 @@ def test_export_then_check_as_the_workflow_runs_them(deep_sets_dir: Path, tmp_pa
     one_step.mkdir()
     closure.run(deep_sets_dir / "model.keras", deep_sets_dir / "variables.json", work,
                 one_step / "network.json", one_step / "c.json", one_step / "i.json", 1e-5, 500,
-                onnx_out=one_step / "m.onnx")
+                onnx_out=one_step / "m.onnx", min_jets=1)
     assert (one_step / "network.json").read_bytes() == outputs[0][0]
 
     out = tmp_path / "a"

@@ -246,3 +246,129 @@ def test_imports_without_tensorflow():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# --- every input format the dump reads --------------------------------------------------------
+
+
+def check_any_format(path: Path, tree: str, event_branch: str, pt_branch: str, dump: Path,
+                     network: Path, out: Path, model: str, rntuple: bool,
+                     flat: bool = False) -> None:
+    """The friend and h5 of ``path`` (read here straight with uproot) against the dump: one
+    friend entry per original entry with its event number; each dumped jet's scores at its
+    (event, jet index) and NaN for every jet the dump dropped."""
+    original = uproot.open(path)[tree]
+    assert ("RNTuple" in type(original).__name__) == rntuple
+    data = original.arrays([event_branch, pt_branch])
+    events = ak.to_numpy(data[event_branch]).astype(np.int64)
+    counts = np.ones(len(events), int) if flat else ak.to_numpy(ak.num(data[pt_branch]))
+    friend_obj = uproot.open(out / "f.root")[f"{model}_scores"]
+    assert ("RNTuple" in type(friend_obj).__name__) == rntuple
+    friend = friend_obj.arrays()
+    assert len(friend) == len(events)
+    np.testing.assert_array_equal(friend["eventNumber"], events)
+    got = np.column_stack([ak.to_numpy(ak.flatten(friend[f"jet_{model}_{c}"], axis=None))
+                           for c in ("pu", "pc", "pb", "D_b")])
+    assert len(got) == counts.sum()
+    jet_events = np.repeat(events, counts)
+    if flat:  # a jet's index: its place among the consecutive entries of its event
+        index = np.arange(len(events)) - np.searchsorted(events, events)
+        assert np.all(np.diff(events) >= 0)  # (the test files are in event order)
+    else:
+        index = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    expected = expected_scores(network, dump)
+    position = {(int(e), int(j)): i for i, (e, j) in enumerate(zip(jet_events, index,
+                                                                       strict=True))}
+    scored = np.zeros(len(got), bool)
+    for key, value in expected.items():
+        scored[position[key]] = True
+        np.testing.assert_array_equal(got[position[key]], value)
+    assert np.isnan(got[~scored]).all() and np.isfinite(got[scored]).all()
+    assert 0 < scored.sum() == len(expected)
+    with h5py.File(out / "f.h5") as f:
+        rows = f["jets"][...]
+    np.testing.assert_array_equal(rows["eventNumber"], jet_events)
+    np.testing.assert_array_equal(rows["jetIndex"], index)
+
+
+@pytest.mark.parametrize(("name", "tree", "event", "pt", "rntuple"), [
+    ("uproot-issue-798.root", "CollectionTree", "EventInfoAux./EventInfoAux.eventNumber",
+     "AnalysisJetsAuxDyn.pt", False),
+    ("uproot-physlite-rntuple_v1-0-0-0.root", "EventData", "EventInfoAuxDyn:eventNumber",
+     "AnalysisJetsAuxDyn:pt", True),
+])
+def test_physlite_ttree_and_rntuple(tmp_path: Path, name: str, tree: str, event: str, pt: str,
+                                    rntuple: bool) -> None:
+    """Real PHYSLITE files (Run 2 TTree, Run 3 RNTuple): the friend follows CollectionTree /
+    EventData entry by entry, with the scores of the jets the dump kept."""
+    import skhep_testdata
+
+    path = Path(skhep_testdata.data_path(name))
+    dump = tmp_path / "dump.h5"
+    dump_core.run(path, dump, nt.Selection(PT_MIN, ETA_MAX), max_tracks=10, step_size=13,
+                  fmt="physlite")
+    network = write_network(tmp_path / "network.json", dl1_network(np.random.default_rng(0)))
+    out = tmp_path / "out"
+    args = ["inject", "--ntuple", str(path), "--dump", str(dump), "--network", str(network),
+            "--model", "DL1", "--tree-out", str(out / "f.root"), "--h5-out", str(out / "f.h5"),
+            "--fc", str(F_C), "--step-size", "7", "--input-format", "physlite"]
+    assert cli.main(args) == 0
+    check_any_format(path, tree, event, pt, dump, network, out, "DL1", rntuple)
+    # the generated ntuple's layout is not assumed: a PHYSLITE file read as one is refused
+    assert cli.main([*args[:-2]]) == 1
+
+
+@pytest.mark.parametrize("layout", ["jagged", "flat"])
+def test_mapping_jagged_and_flat(tmp_path: Path, layout: str) -> None:
+    """A user's ntuple described by a mapping (GeV, renamed branches), one event per entry or
+    one jet per entry: a flat file's jets are numbered within their event across blocks."""
+    from factories import synthetic_events
+
+    ours = synthetic_events(300, 4)
+    n = ak.to_numpy(ak.num(ours["jet_pt"]))
+    branches = {"evt": ours["eventNumber"] + 500, "j_pt": ours["jet_pt"] / 1000.0,
+                "j_eta": ours["jet_eta"], "j_phi": ours["jet_phi"],
+                "j_flav": ours["jet_HadronConeExclTruthLabelID"]}
+    if layout == "flat":
+        branches = {k: np.repeat(np.asarray(v), n) if v.ndim == 1 else ak.to_numpy(
+            ak.flatten(v)) for k, v in ((k, ak.Array(v)) for k, v in branches.items())}
+    path = tmp_path / "user.root"
+    with uproot.recreate(path) as f:
+        f["nominal"] = branches
+    spec = {"tree": "nominal", "jets": {
+        "pt": {"branch": "j_pt", "scale": 1000.0}, "eta": "j_eta", "phi": "j_phi",
+        "HadronConeExclTruthLabelID": "j_flav", "eventNumber": "evt"}}
+    mapping_file = tmp_path / "m.yaml"
+    import yaml
+
+    mapping_file.write_text(yaml.safe_dump(spec))
+    dump = tmp_path / "dump.h5"
+    dump_core.run(path, dump, nt.Selection(PT_MIN, ETA_MAX), max_tracks=10, step_size=97,
+                  fmt="mapping", mapping_file=mapping_file)
+    network = dl1_network(np.random.default_rng(1))
+    network["inputs"][0]["variables"] = network["inputs"][0]["variables"][:2]  # log_pt, eta
+    network["layers"][0] = dense(np.random.default_rng(2), 2, 8, "rectified")
+    network["nodes"][0]["size"] = 2
+    network_file = write_network(tmp_path / "network.json", network)
+    out = tmp_path / "out"
+    core.run(path, dump, network_file, out / "f.root", out / "f.h5", "DL1", F_C, step_size=61,
+             input_format="mapping", mapping_file=mapping_file)
+    graph = LightweightGraph.from_file(network_file)
+    with h5py.File(dump) as f:
+        jets = f["jets"][...]
+    probs = graph.compute({"jets": np.stack([np.log(jets["pt"].astype(float)),
+                                             jets["eta"].astype(float)], axis=1)}, {})
+    with h5py.File(out / "f.h5") as f:
+        rows = f["jets"][...]
+    friend = uproot.open(out / "f.root")["DL1_scores"].arrays()
+    assert len(friend) == (n.sum() if layout == "flat" else len(n))
+    key = {(int(e), int(j)): i for i, (e, j) in enumerate(zip(rows["eventNumber"],
+                                                              rows["jetIndex"], strict=True))}
+    assert len(key) == len(rows) == n.sum()
+    for jet, p in zip(jets, probs, strict=True):  # every dumped jet, found by event and jet
+        i = key[(int(jet["eventNumber"]), int(jet["jetIndex"]))]
+        np.testing.assert_array_equal([rows[i]["pu"], rows[i]["pc"], rows[i]["pb"]],
+                                      p.astype(np.float32))
+    assert np.isfinite(rows["pb"]).sum() == len(jets) < len(rows)
+    flat_pb = ak.to_numpy(ak.flatten(friend["jet_DL1_pb"], axis=None))
+    np.testing.assert_array_equal(flat_pb, rows["pb"])

@@ -74,14 +74,25 @@ def test_memmaps_variables_and_split(merged: Path, tmp_path: Path) -> None:
         assert var["offset"] == pytest.approx(-finite.mean(), rel=1e-9)
         assert var["scale"] == pytest.approx(1 / finite.std(), rel=1e-9)
         assert np.all(np.isfinite(train[:, i]))
-    # the same jets, shuffled: compare sorted rows of the test split
+    # the same jets, shuffled: each row of the test split (its inputs and its label) is one
+    # jet's row, and every jet is there once (a permutation within a column would fail)
     test = np.load(out / "test_jets.npy")
     expected = np.stack([jets[which == 2][v].astype(np.float64) for v in VARIABLES], axis=1)
     offsets = np.array([v["offset"] for v in variables["inputs"][0]["variables"]])
     scales = np.array([v["scale"] for v in variables["inputs"][0]["variables"]])
     expected = np.where(np.isfinite(expected), expected, -offsets)
     expected = ((expected + offsets) * scales).astype(np.float32)
-    assert np.allclose(np.sort(test, axis=0), np.sort(expected, axis=0), atol=1e-5)
+    labels = np.load(out / "test_labels.npy")
+    expected_labels = class_index(jets[which == 2][LABEL_FIELD])
+
+    def by_row(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Row order by label, then the inputs (whole rows stay together)."""
+        return np.lexsort([*x.T[::-1], y])
+
+    assert len(test) == len(expected) > 0
+    got, want = by_row(test, labels), by_row(expected, expected_labels)
+    np.testing.assert_array_equal(labels[got], expected_labels[want])
+    np.testing.assert_allclose(test[got], expected[want], atol=1e-5)  # row by row
 
 
 def test_block_size_and_file_order_do_not_change_the_split(merged: Path, tmp_path: Path):

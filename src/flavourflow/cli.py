@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 
 from flavourflow import __version__
@@ -28,6 +30,10 @@ STAGES = {
     "compare": "flavourflow.compare.cli",
     "inject": "flavourflow.inject.cli",
 }
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _stage_from_argv(argv: list[str]) -> str | None:
@@ -53,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     module = importlib.import_module(STAGES[args.stage])
+    if os.environ.get("HDF5_USE_FILE_LOCKING", "").upper() == "FALSE":  # see core.h5files
+        logging.getLogger("flavourflow").info("HDF5 file locking off (HDF5_USE_FILE_LOCKING)")
+    # SIGTERM (Snakemake or a batch system stopping the job) ends like Ctrl-C: the stage's
+    # clean-up runs and no hidden temporary is left (flavourflow.core.outputs)
+    signal.signal(signal.SIGTERM, _terminate)
     from flavourflow.core import progress
 
     try:

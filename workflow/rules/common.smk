@@ -10,6 +10,8 @@ import sys
 from functools import cache
 from pathlib import Path
 
+import yaml
+
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
@@ -100,6 +102,13 @@ SRC = REPO / "src"
 # Jobs run the flavourflow code of this checkout, whatever is installed, so that the code a
 # rule depends on (see `code`) is the code that runs.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
+# The config checks that need the code's own lists (stdlib only: nothing heavy is imported).
+sys.path.insert(0, str(SRC))
+from flavourflow.core import configcheck  # noqa: E402
+from flavourflow.core.defaults import default  # noqa: E402
+# HDF5 file locking off for every job where the filesystem cannot lock (hdf5_file_locking).
+if not config.get("hdf5_file_locking", default("hdf5_file_locking")):
+    os.environ["HDF5_USE_FILE_LOCKING"] = "FALSE"
 # The interpreter running Snakemake, unless jobs run in their own conda environments.
 _USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 PYTHON = "python" if _USE_CONDA else sys.executable
@@ -274,7 +283,49 @@ def _check_references():
             raise ValueError(f"config: samples.{sample}.files: file names must be unique")
 
 
+def sample_fields(sample):
+    """(jet fields, track fields) the dump of ``sample`` writes: every dump's, plus the
+    tagger outputs of PHYSLITE or a mapping's extra fields; a hybrid has what both parts have."""
+    entry = SAMPLES[sample]
+    jets, tracks = configcheck.dump_fields()
+    if entry["source"] == "hybrid":
+        parts = [sample_fields(entry["hybrid"][p]) for p in ("low", "high")]
+        return parts[0][0] & parts[1][0], parts[0][1] & parts[1][1]
+    fmt = entry.get("format", "flavourflow") if entry["source"] == "files" else "flavourflow"
+    if fmt == "physlite":
+        jets = jets | configcheck.physlite_tagger_fields()
+    elif fmt == "mapping":
+        try:
+            mapping = yaml.safe_load(Path(entry["mapping"]).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ValueError(f"config: samples.{sample}.mapping: cannot read "
+                             f"{entry['mapping']}: {' '.join(str(err).split())}") from None
+        jets = jets | set((mapping.get("jets") or {}) if isinstance(mapping, dict) else ())
+    return frozenset(jets), frozenset(tracks)
+
+
+def _check_models():
+    """Each model's inputs exist in the dumps of the samples it trains and is evaluated on,
+    and its architecture takes its options: errors before any job, not after dump and
+    preprocess."""
+    options = configcheck.architecture_options()
+    evaluated = set(config["evaluate"]["samples"]) | set(config["inject"].get("samples", []))
+    for model, entry in MODELS.items():
+        unknown = set(entry.get("options", {})) - options[entry["architecture"]]
+        for key in sorted(unknown):
+            raise ValueError(f"config: models.{model}.options.{key}: architecture "
+                             f"{entry['architecture']} has no such option (it has "
+                             f"{sorted(options[entry['architecture']]) or 'none'})")
+        for sample in dict.fromkeys([entry["sample"], *sorted(evaluated)]):
+            jets, tracks = sample_fields(sample)
+            for key, fields in (("jet_variables", jets), ("track_variables", tracks)):
+                for name in configcheck.missing_inputs(entry.get(key, []), fields):
+                    raise ValueError(f"config: models.{model}.{key}: '{name}' is not a field "
+                                     f"of the dump of sample '{sample}'")
+
+
 _check_references()
+_check_models()
 
 
 wildcard_constraints:
@@ -375,3 +426,29 @@ def study_outputs(study):
     builds it, next to (never over) the default evaluation."""
     return expand("results/compare/{sample}.{study}/rejections.md",
                   sample=study_samples(study), study=study)
+
+
+def failed_job_causes(snakemake_logs):
+    """One line per failed job of the run logged in ``snakemake_logs`` (Snakemake's log
+    files): its rule, its log and the error line the stage wrote there (`flavourflow <stage>:
+    error: ...`), else the log's last line."""
+    import re
+
+    paths = [snakemake_logs] if isinstance(snakemake_logs, (str, Path)) else snakemake_logs
+    text = ""
+    for path in paths or []:
+        try:
+            text += Path(path).read_text(errors="replace")
+        except OSError:
+            pass
+    lines = []
+    for rule, job_log in re.findall(r"Error in rule (\w+):.*?\n\s+log: (.+?) \(check log",
+                                    text, flags=re.S):
+        try:
+            content = [l for l in Path(job_log).read_text(errors="replace").splitlines() if l]
+        except OSError:
+            continue
+        errors = [l for l in content if ": error:" in l] or content[-1:]
+        if errors:
+            lines.append(f"failed job {rule} ({job_log}): {errors[-1].strip()}")
+    return "\n".join(lines)

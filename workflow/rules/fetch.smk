@@ -5,7 +5,8 @@
 # settings download it again.
 
 _FETCH = config.get("fetch", {})
-FETCH_OPTIONS = f"--retries {_FETCH.get('retries', 3)} --backoff {_FETCH.get('backoff_s', 5.0)}"
+FETCH_OPTIONS = (f"--retries {_FETCH.get('retries', default('fetch.retries'))}"
+                 f" --backoff {_FETCH.get('backoff_s', default('fetch.backoff_s'))}")
 
 
 def checksum_options(wildcards):

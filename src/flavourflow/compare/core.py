@@ -14,12 +14,12 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from flavourflow.core import roc
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import CLASSES, LABEL_FIELD
+from flavourflow.core.h5files import open_h5
 from flavourflow.core.outputs import atomic_path, write_json
 from flavourflow.core.rejections import rejection_curves
 
@@ -32,7 +32,7 @@ KEY_FIELDS = ("eventNumber", "jetIndex")
 def _read(path: Path, columns: Sequence[str]) -> np.ndarray:
     """The named columns of ``path``'s ``jets`` (a few per test jet, not the dataset)."""
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5(path) as f:
             jets = f["jets"]
             for name in columns:
                 if name not in (jets.dtype.names or ()):

@@ -32,6 +32,8 @@ TAU = Flavour("tau", 15, "ptau", "tab:purple")
 #: Classes of the networks, in output order (light, charm, bottom), as DL1 does.
 CLASSES: tuple[Flavour, ...] = (LIGHT, CHARM, BOTTOM)
 ALL_FLAVOURS: tuple[Flavour, ...] = (LIGHT, CHARM, BOTTOM, TAU)
+#: Every truth label a jet may carry; any other value is a corrupt or foreign input.
+KNOWN_LABELS: tuple[int, ...] = tuple(f.label for f in ALL_FLAVOURS)
 
 #: b-jet efficiencies of the standard working points.
 WORKING_POINTS: tuple[float, ...] = (0.60, 0.70, 0.77, 0.85)

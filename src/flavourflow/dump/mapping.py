@@ -149,6 +149,10 @@ def load(path: Path) -> Mapping:
                      None if default is None else float(default), dtype)
 
     jets = {name: parse("jets", name, spec) for name, spec in raw["jets"].items()}
+    if "jetIndex" in jets and jets["jetIndex"].default is not None:
+        raise FlavourflowError("jetIndex takes no default: it identifies each jet for inject "
+                               "(leave it out to number the jets of each event)", path=path,
+                               field="jets.jetIndex.default")
     tracks = {name: parse("tracks", name, spec)
               for name, spec in (raw.get("tracks") or {}).items()}
     for section, fields, required in (("jets", jets, REQUIRED_JET_FIELDS),
@@ -171,6 +175,8 @@ class Reader:
     mapping: Mapping
     present: set[str]
     flat: bool | None = None
+    #: (event number, next jet index) of the last entry converted (flat layout)
+    carry: tuple[int, int] | None = None
 
     @property
     def pt_branch(self) -> str:
@@ -196,6 +202,14 @@ class Reader:
             blocks.check_type(block[pt.branch], self.path, pt.branch, 1, "float")
         self.flat = depth == 0
         jet_depth = 0 if self.flat else 1
+        if self.flat:  # a list per entry elsewhere: pt, not that branch, is the odd one out
+            for f in self.mapping.jets.values():
+                if f.branch in self.present and blocks._layers(
+                        block[f.branch].layout.form)[0] == 1:
+                    raise FlavourflowError(
+                        f"jets.pt is mapped to a branch with one number per entry (a flat "
+                        f"ntuple), but jets.{f.name} ({f.branch}) holds a list per entry: is "
+                        "pt mapped to the right branch?", path=self.path, field=pt.branch)
         for f in self.mapping.jets.values():
             if f.branch not in self.present:
                 continue
@@ -246,8 +260,11 @@ class Reader:
         keep = selection.keep(jets["pt"], jets["eta"])
         out = {name: values[keep] for name, values in jets.items()}
         if "jetIndex" not in out:
-            out["jetIndex"] = (np.zeros(n_all, np.int64) if self.flat else
-                               np.arange(n_all) - blocks.flat_index(n_jets)[event_of])[keep]
+            if self.flat:  # the entry's place among the consecutive entries of its event
+                index, self.carry = run_index(jets["eventNumber"], self.carry)
+            else:
+                index = np.arange(n_all) - blocks.flat_index(n_jets)[event_of]
+            out["jetIndex"] = index[keep]
         if m.tracks:
             per_jet = block[m.tracks["pt"].branch]
             counts_all = ak.to_numpy(ak.num(per_jet, axis=1) if self.flat
@@ -272,6 +289,26 @@ class Reader:
                 "mapping": json.dumps(self.mapping.raw, sort_keys=True),
                 "layout": "flat" if self.flat else "jagged",
                 "d0_sign": f"flavourflow (read as {self.mapping.d0_sign})"}
+
+
+def run_index(events: np.ndarray, carry: tuple[int, int] | None,
+              ) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """Jet index of each entry of a flat (one jet per entry) ntuple: its position among the
+    consecutive entries with its event number, continuing ``carry`` (the previous block's
+    last event number and next index), so that blocks of any size number the jets the same.
+    Returns the indices and the carry for the next block. inject numbers the original's jets
+    with the same function, which is what lets it align a flat ntuple by event and jet."""
+    n = len(events)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), carry
+    new_run = np.ones(n, dtype=bool)
+    new_run[1:] = events[1:] != events[:-1]
+    starts = np.flatnonzero(new_run)
+    run_of = np.cumsum(new_run) - 1
+    index = np.arange(n, dtype=np.int64) - starts[run_of]
+    if carry is not None and int(events[0]) == carry[0]:
+        index[run_of == 0] += carry[1]
+    return index, (int(events[-1]), int(index[-1]) + 1)
 
 
 def open_file(path: Path, mapping: Mapping) -> Reader:

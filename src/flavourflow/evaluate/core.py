@@ -19,6 +19,7 @@ from flavourflow.core import inputs, progress, roc
 from flavourflow.core import split as splitting
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import BASELINES, BOTTOM, CLASSES, LABEL_FIELD
+from flavourflow.core.h5files import open_h5
 from flavourflow.core.outputs import atomic_path, write_json
 from flavourflow.core.plots import figure, save
 from flavourflow.core.rejections import rejection_curves
@@ -74,7 +75,7 @@ def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: f
     if sequences:  # a block of `tracks` rows is ~50x a block of jets: read fewer at a time
         block_size = min(block_size, TRACK_BLOCK)
     n = 0
-    with h5py.File(sample, "r") as src, atomic_path(scores_out) as tmp, \
+    with open_h5(sample) as src, atomic_path(scores_out) as tmp, \
             h5py.File(tmp, "w") as out:
         jets = src["jets"]
         jet_fields = set(fields)
@@ -126,7 +127,7 @@ def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: f
 
 def metrics(scores: Path, working_points: Sequence[float]) -> dict:
     """Rejections at the working points and AUCs, for the network and the baselines."""
-    with h5py.File(scores, "r") as f:
+    with open_h5(scores) as f:
         jets = f["jets"][...]  # a few columns per test jet; not the dataset
     out: dict = {"n_jets": {fl.name: int(np.count_nonzero(jets[LABEL_FIELD] == fl.label))
                             for fl in CLASSES}, "taggers": {}}
@@ -141,7 +142,7 @@ def metrics(scores: Path, working_points: Sequence[float]) -> dict:
 
 def plot_roc(scores: Path, stem: Path, title: str) -> None:
     """Light and c rejection vs b efficiency, network against baselines."""
-    with h5py.File(scores, "r") as f:
+    with open_h5(scores) as f:
         jets = f["jets"][...]
     labels = jets[LABEL_FIELD]
     rejection_curves({"network" if tagger == "D_b" else tagger: roc.by_flavour(jets[tagger], labels)
@@ -150,7 +151,7 @@ def plot_roc(scores: Path, stem: Path, title: str) -> None:
 
 def plot_discriminant(scores: Path, stem: Path, title: str) -> None:
     """D_b per flavour, normalised."""
-    with h5py.File(scores, "r") as f:
+    with open_h5(scores) as f:
         jets = f["jets"][...]
     fig, ax = figure(figsize=(6, 4.5))
     finite = jets["D_b"][np.isfinite(jets["D_b"])]

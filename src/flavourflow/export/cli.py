@@ -7,6 +7,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from flavourflow.core.defaults import default
+
 log = logging.getLogger(__name__)
 
 
@@ -49,13 +51,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--max-jets",
         type=int,
-        default=20000,
+        default=default("export.max_jets"),
         help="test jets in the closure (plus, for sequence inputs, jets with 0 and T steps)",
     )
     parser.add_argument(
         "--min-jets",
         type=int,
-        default=1,
+        default=default("export.min_jets"),
         help="fail when the test split has fewer jets than this",
     )
 

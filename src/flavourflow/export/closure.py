@@ -527,7 +527,7 @@ def run(
     tolerance: float,
     max_jets: int,
     *,
-    min_jets: int = 1,
+    min_jets: int | None = None,
     onnx_out: PathLike | None = None,
     onnx_opset: int = DEFAULT_OPSET,
     chunk_size: int = CHUNK_SIZE,
@@ -551,6 +551,10 @@ def run(
     from flavourflow.export.lwtnn import convert
     from flavourflow.export.onnx import OnnxScorer, keras_to_onnx, save
 
+    if min_jets is None:  # the workflow's: one definition, in the config schema
+        from flavourflow.core.defaults import default
+
+        min_jets = default("export.min_jets")
     if not tolerance > 0 or max_jets < 1 or chunk_size < 1:
         raise FlavourflowError(
             f"need tolerance > 0, max_jets >= 1, chunk_size >= 1; got {tolerance}, {max_jets}, "

@@ -350,7 +350,10 @@ class LightweightGraph:
             config = json.loads(Path(path).read_text())
         except (OSError, ValueError) as err:
             raise FlavourflowError(f"cannot read lwtnn graph: {err}", path=path) from None
-        return cls(config, default_output)
+        try:
+            return cls(config, default_output)
+        except FlavourflowError as err:  # a malformed graph: say which file
+            raise FlavourflowError(str(err), path=path) from None
 
     # ---- structure ---------------------------------------------------------------------------
 

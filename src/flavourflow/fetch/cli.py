@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from flavourflow.core.defaults import default
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("fetch", help="copy a remote ROOT file (https, root://, rucio) "
@@ -14,9 +16,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--sha256", help="expected sha256 (hex)")
     p.add_argument("--adler32", help="expected adler32 (8 hex digits)")
-    p.add_argument("--retries", type=int, default=3, help="extra attempts after a transient "
-                   "failure")
-    p.add_argument("--backoff", type=float, default=5.0,
+    p.add_argument("--retries", type=int, default=default("fetch.retries"),
+                   help="extra attempts after a transient failure")
+    p.add_argument("--backoff", type=float, default=default("fetch.backoff_s"),
                    help="seconds before the first retry, doubled for each next one")
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from flavourflow.core import progress
+from flavourflow.core.defaults import default
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.outputs import atomic_path
 
@@ -168,11 +169,13 @@ def _chunks(path: Path, algorithm: str) -> Iterator[bytes]:
                                   unit_scale=True)
 
 
-def fetch(url: str, output: Path, checksum: dict[str, str] | None = None, retries: int = 3,
-          backoff: float = 5.0) -> int:
+def fetch(url: str, output: Path, checksum: dict[str, str] | None = None,
+          retries: int | None = None, backoff: float | None = None) -> int:
     """Copy ``url`` to ``output``; return its size in bytes. ``checksum`` is
     {"sha256" | "adler32": hex}; ``retries`` extra attempts after transient failures, waiting
-    ``backoff`` * 2^k seconds before the k-th."""
+    ``backoff`` * 2^k seconds before the k-th (defaults: the schema's ``fetch.*``)."""
+    retries = default("fetch.retries") if retries is None else retries
+    backoff = default("fetch.backoff_s") if backoff is None else backoff
     checksum = dict(checksum or {})
     for algorithm in checksum:
         if algorithm not in CHECKSUMS:

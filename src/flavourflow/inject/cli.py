@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from flavourflow.core.defaults import default
+
 log = logging.getLogger(__name__)
 
 
@@ -18,13 +20,19 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--ntuple", type=Path, required=True, help="original ROOT file")
+    parser.add_argument("--input-format", default="flavourflow",
+                        choices=("flavourflow", "physlite", "mapping"),
+                        help="how the dump read the original (as `flavourflow dump --format`)")
+    parser.add_argument("--mapping", type=Path, default=None,
+                        help="the dump's YAML field mapping (with --input-format mapping)")
     parser.add_argument("--dump", type=Path, required=True, help="its dump-stage h5")
     parser.add_argument("--network", type=Path, required=True, help="exported network.json")
     parser.add_argument("--model", required=True, help="model name (names tree and branches)")
     parser.add_argument("--tree-out", type=Path, required=True, help="output friend-tree file")
     parser.add_argument("--h5-out", type=Path, required=True, help="output h5 file")
     parser.add_argument("--fc", type=float, default=0.018, help="f_c of the D_b discriminant")
-    parser.add_argument("--step-size", type=int, default=10_000, help="events per read block")
+    parser.add_argument("--step-size", type=int, default=default("inject.step_size"),
+                        help="events per read block")
     parser.add_argument("--output", default=None, help="network output (default: the first)")
     parser.add_argument(
         "--format",
@@ -49,5 +57,7 @@ def main(args: argparse.Namespace) -> int:
         step_size=args.step_size,
         output=args.output,
         friend_format=args.format,
+        input_format=args.input_format,
+        mapping_file=args.mapping,
     )
     return 0

@@ -1,14 +1,18 @@
 """Scores of an exported network written back per input ROOT file: a friend tree and an HDF5.
 
-For one original ntuple (TTree or RNTuple ``events``) and the dump stage's h5 of that same file,
-the network (lwtnn ``network.json``, run by the numpy evaluator with ATLAS' NaN -> default
-replacement) scores every dumped jet, and the scores are written
+For one original file (any format the dump reads: the generated ntuple, PHYSLITE TTree or
+RNTuple, a mapped flat or jagged ntuple; read through :mod:`flavourflow.inject.source`) and
+the dump stage's h5 of that same file, the network (lwtnn ``network.json``, run by the numpy
+evaluator with ATLAS' NaN -> default replacement) scores every dumped jet, and the scores are
+written
 
-* as a friend ``<model>_scores`` with one entry per event of ``events``, in the same order:
-  ``eventNumber`` and jagged per-jet fields ``jet_<model>_<label>`` and ``jet_<model>_D_b``
-  with one value per original jet, NaN for jets the dump's selection dropped. By default it
-  has the original's format: a TTree for a TTree (counter branch ``jet_<model>_n``; attach it
-  with ``events->AddFriend("<model>_scores", file)``), an RNTuple for an RNTuple (ROOT has no
+* as a friend ``<model>_scores`` with one entry per entry of the original's tree
+  (``events``, ``CollectionTree``, ``EventData`` or the mapping's tree), in the same order:
+  ``eventNumber`` and per-jet fields ``jet_<model>_<label>`` and ``jet_<model>_D_b`` with
+  one value per original jet (jagged; a scalar per entry for a flat one-jet-per-entry
+  ntuple), NaN for jets the dump's selection dropped. By default it has the original's
+  format: a TTree for a TTree (counter branch ``jet_<model>_n``; attach it with
+  ``tree->AddFriend("<model>_scores", file)``), an RNTuple for an RNTuple (ROOT has no
   TTree friends for RNTuples; join the two on ``eventNumber`` or entry number, e.g. with
   ``RNTupleProcessor::CreateJoin``, or read both side by side with uproot).
 * as HDF5 ``jets``: one row per original jet in the same order, with ``eventNumber``,
@@ -19,8 +23,9 @@ The inputs are computed from the dump rows exactly as preprocess and evaluate co
 tracks when network.json records it), described by ``network.json`` alone.
 
 Alignment is by event number and jet index, never by position alone: each dump row's
-(eventNumber, jetIndex) is looked up among the block's events, the jet's pT is compared with
-the ntuple's, and every dump row must be used exactly once, else the stage refuses. Both files
+(eventNumber, jetIndex) is looked up among the block's jets (numbered as the dump numbers
+them), the jet's pT is compared with the original's, and every dump row must be used exactly
+once, else the stage refuses. Both files
 are streamed in blocks of ``step_size`` events (the dump rows of a block are the next rows of
 the h5, because the dump keeps the file's order), so memory does not grow with the file.
 """
@@ -31,7 +36,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +47,14 @@ import uproot
 from flavourflow import __version__
 from flavourflow.core import progress, roc
 from flavourflow.core.errors import FlavourflowError
+from flavourflow.core.h5files import open_h5
 from flavourflow.core.inputs import JET_NODE, TRACK_NODE, VALID_FIELD, lwtnn_inputs, node_variables
 from flavourflow.core.outputs import atomic_path
 from flavourflow.export.evaluator import LightweightGraph
+from flavourflow.inject.source import Block, open_source
 
 log = logging.getLogger(__name__)
 
-TREE = "events"
-#: Branches of the original ntuple that the alignment reads.
-EVENT_BRANCH, JET_PT_BRANCH = "eventNumber", "jet_pt"
 #: Fields of the dump's `jets` rows used to align them with the ntuple.
 KEY_FIELDS = ("eventNumber", "jetIndex", "pt")
 #: The dump stores the ntuple's float32 jet pT; a different value means another file.
@@ -97,39 +100,6 @@ class _Inputs:
         return lwtnn_inputs(jets, tracks, self.network, self.path)
 
 
-def _open_events(path: Path) -> Any:
-    """The original ``events`` tree (TTree or RNTuple), with the branches we read checked."""
-    try:
-        tree = uproot.open(path)[TREE]
-    except Exception as err:
-        raise FlavourflowError(
-            f"cannot open tree '{TREE}' ({type(err).__name__}: {err})", path=path
-        ) from None
-    for branch in (EVENT_BRANCH, JET_PT_BRANCH):
-        if branch not in tree:
-            raise FlavourflowError("missing branch", path=path, field=branch)
-    return tree
-
-
-def _is_rntuple(tree: Any) -> bool:
-    return "RNTuple" in type(tree).__name__
-
-
-def _events(tree: Any, path: Path, step_size: int) -> Iterator[Any]:
-    """Blocks of (eventNumber, jet_pt) from the original ntuple, in file order."""
-    blocks = tree.iterate([EVENT_BRANCH, JET_PT_BRANCH], step_size=step_size, library="ak")
-    while True:
-        try:
-            block = next(blocks)
-        except StopIteration:
-            return
-        except Exception as err:  # a truncated file fails only when read
-            raise FlavourflowError(
-                f"cannot read events ({type(err).__name__}: {err})", path=path, field=TREE
-            ) from None
-        yield block
-
-
 class _FriendWriter:
     """Appends blocks of events to the friend TTree or RNTuple ``<model>_scores``."""
 
@@ -138,8 +108,23 @@ class _FriendWriter:
         self.title = title
         self.tree: Any = None
 
-    def extend(self, event_numbers: np.ndarray, counts: np.ndarray, scores: np.ndarray) -> None:
+    def extend(self, event_numbers: np.ndarray, counts: np.ndarray, scores: np.ndarray,
+               flat: bool = False) -> None:
+        """One block: per entry its event number and, per jet, the scores; ``flat``: one jet
+        per entry (a flat ntuple), so the scores are scalars per entry."""
         fields = {f"{self.model}_{c}": scores[:, i] for i, c in enumerate(self.columns)}
+        if flat:
+            data = {"eventNumber": event_numbers} | {f"jet_{k}": v for k, v in fields.items()}
+            if self.tree is None:
+                if self.rntuple:
+                    self.tree = self.file.mkrntuple(tree_name(self.model),
+                                                    ak.Array(data).layout.form)
+                else:
+                    self.tree = self.file.mktree(
+                        tree_name(self.model),
+                        {k: np.asarray(v).dtype for k, v in data.items()}, title=self.title)
+            self.tree.extend(ak.Array(data) if self.rntuple else data)
+            return
         if self.rntuple:
             data = ak.zip(
                 {"eventNumber": event_numbers}
@@ -163,40 +148,55 @@ class _FriendWriter:
         )
 
 
-def _block_stop(event_numbers: Any, n_rows: int, cursor: int, limit: int,
-                block_ev: np.ndarray) -> int:
-    """End of the run of dump rows, from ``cursor``, whose event is in this block."""
-    stop = min(cursor + limit, n_rows)
-    if stop == cursor:
-        return cursor
-    ev = event_numbers[cursor:stop]
-    inside = np.isin(ev, block_ev)
-    return cursor + (len(ev) if inside.all() else int(np.argmin(inside)))
+class _Keys:
+    """The jets of one block of the original, looked up by (event number, jet index)."""
+
+    def __init__(self, block: Block, ntuple: Path, field: str):
+        jet_event = np.repeat(block.events, block.counts)
+        self.events = np.unique(block.events)
+        self.last_event = int(block.events[-1]) if len(block.events) else None
+        self.width = int(block.jet_index.max()) + 1 if len(block.jet_index) else 1
+        if len(block.jet_index) and block.jet_index.min() < 0:
+            raise FlavourflowError("negative jet index", path=ntuple, field=field)
+        codes = np.searchsorted(self.events, jet_event) * self.width + block.jet_index
+        self.order = np.argsort(codes, kind="stable")
+        self.codes = codes[self.order]
+        same = np.flatnonzero(self.codes[1:] == self.codes[:-1])
+        if len(same):
+            dup = int(self.order[same[0]])
+            raise FlavourflowError(
+                f"event {int(jet_event[dup])} has jet {int(block.jet_index[dup])} twice "
+                "(repeated event numbers?): jets cannot be aligned by event and jet",
+                path=ntuple, field=field)
+
+    def find(self, events: np.ndarray, jet_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found, flat position in the block) of each (event, jet index)."""
+        if not len(self.codes):
+            return np.zeros(len(events), dtype=bool), np.zeros(len(events), dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.events, events), len(self.events) - 1)
+        codes = pos * self.width + np.clip(jet_index, 0, self.width - 1)
+        at = np.minimum(np.searchsorted(self.codes, codes), len(self.codes) - 1)
+        found = ((self.events[pos] == events) & (jet_index >= 0) & (jet_index < self.width)
+                 & (self.codes[at] == codes))
+        return found, self.order[at]
 
 
-def _align(rows: np.ndarray, block_ev: np.ndarray, counts: np.ndarray, pt: np.ndarray,
-           dump: Path, ntuple: Path) -> np.ndarray:
-    """Flat (event-major) index in the block of the ntuple jet each dump row belongs to."""
-    order = np.argsort(block_ev, kind="stable")
-    pos = order[np.searchsorted(block_ev[order], rows["eventNumber"])]
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    jet_index = rows["jetIndex"].astype(np.int64)
-    if np.any((jet_index < 0) | (jet_index >= counts[pos])):
-        bad = int(np.flatnonzero((jet_index < 0) | (jet_index >= counts[pos]))[0])
-        raise FlavourflowError(
-            f"jet {jet_index[bad]} of event {rows['eventNumber'][bad]} is not in {ntuple}: "
-            "the dump was not made from this file",
-            path=dump, field="jetIndex",
-        )
-    flat = offsets[pos] + jet_index
-    if np.unique(flat).size != flat.size:
-        raise FlavourflowError("a jet appears twice", path=dump, field="jetIndex")
-    if not np.allclose(rows["pt"], pt[flat], rtol=PT_RTOL, atol=0.0, equal_nan=True):
-        raise FlavourflowError(
-            f"jet pT differs from {ntuple}: the dump was not made from this file",
-            path=dump, field="pt",
-        )
-    return flat
+def _block_rows(keys: _Keys, rows: np.ndarray, flat: bool, dump: Path,
+                ntuple: Path) -> tuple[int, np.ndarray]:
+    """How many of ``rows`` (the next dump rows) belong to this block, and their flat
+    positions in it. The dump keeps the file's order, so they are the rows up to the first
+    one whose (event, jet) is not in the block; that row's event must then not be in the
+    block (or, flat layout, be its last event, whose jets may go on in the next block)."""
+    found, where = keys.find(rows["eventNumber"].astype(np.int64),
+                             rows["jetIndex"].astype(np.int64))
+    n = len(rows) if found.all() else int(np.argmin(found))
+    if n < len(rows):
+        event, jet = int(rows["eventNumber"][n]), int(rows["jetIndex"][n])
+        if np.isin(event, keys.events) and not (flat and event == keys.last_event):
+            raise FlavourflowError(
+                f"jet {jet} of event {event} is not in {ntuple}: the dump was not made from "
+                "this file", path=dump, field="jetIndex")
+    return n, where[:n]
 
 
 def _score(graph: LightweightGraph, read: _Inputs, start: int, stop: int,
@@ -221,12 +221,15 @@ def run(
     step_size: int = 10_000,
     output: str | None = None,
     friend_format: str = "auto",
+    input_format: str = "flavourflow",
+    mapping_file: Path | None = None,
 ) -> dict[str, Any]:
     """Score ``dump`` with ``network`` and write the friend tree and the h5; return a summary.
 
     ``output`` picks the network output (default: the first); D_b is written when its labels
     include pu, pc and pb. ``friend_format``: ``auto`` (the original's), ``ttree`` or
-    ``rntuple``. Outputs appear only on success.
+    ``rntuple``. ``input_format`` and ``mapping_file``: how the dump read ``ntuple``
+    (:func:`flavourflow.dump.core.open_reader`). Outputs appear only on success.
     """
     began = time.perf_counter()
     if not _NAME.match(model):
@@ -251,11 +254,16 @@ def run(
     row_dtype = np.dtype(
         [("eventNumber", "i8"), ("jetIndex", "i4"), *((c, "f4") for c in columns)]
     )
-    events_tree = _open_events(ntuple)
-    rntuple = _is_rntuple(events_tree) if friend_format == "auto" else friend_format == "rntuple"
-    title = f"flavourflow {__version__}: {model} scores for {TREE} of {ntuple.name}"
+    ntuple = Path(ntuple)
+    for out_path in (tree_out, h5_out):
+        if Path(out_path).resolve() in (ntuple.resolve(), Path(dump).resolve()):
+            raise FlavourflowError("output would overwrite an input", path=out_path)
+    source = open_source(ntuple, input_format, mapping_file)
+    rntuple = ("RNTuple" in type(source.obj).__name__ if friend_format == "auto"
+               else friend_format == "rntuple")
+    title = f"flavourflow {__version__}: {model} scores for {source.store} of {ntuple.name}"
     n_events = n_jets = n_scored = 0
-    with h5py.File(dump, "r") as src:
+    with open_h5(dump) as src:
         if "jets" not in src:
             raise FlavourflowError("no `jets` dataset", path=dump)
         jets = src["jets"]
@@ -271,34 +279,33 @@ def run(
                 friend = _FriendWriter(root, model, columns, rntuple, title)
                 table = out.create_dataset("jets", shape=(0,), maxshape=(None,), dtype=row_dtype,
                                            chunks=(8192,), compression="lzf", shuffle=True)
-                for events in progress.track(
-                        _events(events_tree, ntuple, step_size), events_tree.num_entries,
-                        f"inject {model} -> {Path(ntuple).name}", "events", size=len):
-                    block_ev = np.asarray(events[EVENT_BRANCH], dtype=np.int64)
-                    if np.unique(block_ev).size != block_ev.size:
-                        raise FlavourflowError(
-                            "repeated event numbers: jets cannot be aligned by event number",
-                            path=ntuple, field=EVENT_BRANCH,
-                        )
-                    counts = ak.to_numpy(ak.num(events[JET_PT_BRANCH], axis=1)).astype(np.int64)
-                    pt = ak.to_numpy(ak.flatten(events[JET_PT_BRANCH])).astype(np.float32)
-                    total = int(counts.sum())
-                    stop = _block_stop(event_numbers, n_rows, cursor, total, block_ev)
+                for block in progress.track(
+                        source.blocks(step_size), source.num_entries,
+                        f"inject {model} -> {ntuple.name}", "events",
+                        size=lambda b: len(b.events)):
+                    keys = _Keys(block, ntuple, source.event_branch or source.store)
+                    block_ev, counts = block.events, block.counts
+                    total = len(block.pt)
+                    rows = jets.fields(list(KEY_FIELDS))[cursor:min(cursor + total, n_rows)]
+                    n, flat = _block_rows(keys, rows, block.flat, dump, ntuple)
+                    stop = cursor + n
                     scores = np.full((total, len(columns)), np.nan, dtype=np.float32)
-                    if stop > cursor:
-                        rows = jets.fields(list(KEY_FIELDS))[cursor:stop]
-                        flat = _align(rows, block_ev, counts, pt, dump, ntuple)
+                    if n:
+                        rows = rows[:n]
+                        if not np.allclose(rows["pt"], block.pt[flat], rtol=PT_RTOL, atol=0.0,
+                                           equal_nan=True):
+                            raise FlavourflowError(
+                                f"jet pT differs from {ntuple}: the dump was not made from "
+                                "this file", path=dump, field="pt")
                         probs = _score(graph, read_inputs, cursor, stop, output)
                         scores[flat, : len(labels)] = probs
                         if with_db:
                             p = {label: probs[:, i] for i, label in enumerate(labels)}
                             scores[flat, -1] = roc.b_discriminant(p["pb"], p["pc"], p["pu"], f_c)
-                    friend.extend(block_ev, counts, scores)
+                    friend.extend(block_ev, counts, scores, block.flat)
                     rows_out = np.zeros(total, dtype=row_dtype)
                     rows_out["eventNumber"] = np.repeat(block_ev, counts)
-                    rows_out["jetIndex"] = np.arange(total) - np.repeat(
-                        np.cumsum(counts) - counts, counts
-                    )
+                    rows_out["jetIndex"] = block.jet_index
                     for i, c in enumerate(columns):
                         rows_out[c] = scores[:, i]
                     table.resize(n_jets + total, axis=0)
@@ -315,11 +322,12 @@ def run(
                         path=dump, field="eventNumber",
                     )
                 if friend.tree is None:
-                    raise FlavourflowError("no events", path=ntuple, field=TREE)
+                    raise FlavourflowError("no events", path=ntuple, field=source.store)
                 attrs = {
                     "flavourflow_version": __version__, "model": model, "output": output,
                     "labels": list(labels), "f_c": f_c, "network": str(network),
                     "ntuple": str(ntuple), "dump": str(dump), "tree": tree_name(model),
+                    "input_format": input_format, "original_tree": source.store,
                     "friend_format": "RNTuple" if rntuple else "TTree",
                     "n_events": n_events, "n_scored": n_scored,
                 }

@@ -16,7 +16,6 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from flavourflow.core import progress, roc
@@ -30,6 +29,7 @@ from flavourflow.core.flavours import (
     LIGHT,
     TAGGER_FC,
 )
+from flavourflow.core.h5files import open_h5
 from flavourflow.core.outputs import write_json
 from flavourflow.core.plots import figure, save
 from flavourflow.core.rejections import rejection_curves
@@ -120,7 +120,7 @@ class FlavourHistograms:
 def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float],
         title: str, block_size: int = 100_000) -> dict:
     """Histogram every input of ``sample``; baseline ROCs; summary.json."""
-    with h5py.File(sample, "r") as f:
+    with open_h5(sample) as f:
         for name in ("jets", "tracks"):
             if name not in f:
                 raise FlavourflowError("missing dataset", path=sample, field=name)

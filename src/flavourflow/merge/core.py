@@ -20,6 +20,7 @@ import numpy as np
 
 from flavourflow.core import progress
 from flavourflow.core.errors import FlavourflowError
+from flavourflow.core.h5files import open_h5
 from flavourflow.core.outputs import atomic_path
 from flavourflow.dump.h5 import TDDWriter
 
@@ -33,7 +34,7 @@ def _check_compatible(sources: Sequence[Path]) -> int:
     reference: dict[str, tuple] = {}
     total = 0
     for path in sources:
-        with h5py.File(path, "r") as f:
+        with open_h5(path) as f:
             for name in DATASETS:
                 if name not in f:
                     raise FlavourflowError("missing dataset", path=path, field=name)
@@ -84,7 +85,7 @@ def run(sources: Sequence[Path], output: Path, block_size: int = 100_000,
         try:
             for k, path in enumerate(sources):
                 low, high = pt_windows[k] if pt_windows is not None else (-np.inf, np.inf)
-                with h5py.File(path, "r") as f:
+                with open_h5(path) as f:
                     n = len(f["jets"])
                     kept = 0
                     for start in range(0, n, block_size):
@@ -125,7 +126,7 @@ def _virtual(sources: Sequence[Path], output: Path) -> int:
     """Virtual `jets` and `tracks` datasets over the sources' rows, in order."""
     provenance, sizes, attrs = [], [], {}
     for path in sources:
-        with h5py.File(path, "r") as f:
+        with open_h5(path) as f:
             sizes.append(len(f["jets"]))
             attrs = dict(f.attrs)
             shapes = {name: (f[name].shape[1:], f[name].dtype) for name in DATASETS}

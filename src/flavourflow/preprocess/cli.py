@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from flavourflow.core.defaults import default
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("preprocess", help="split, resample, normalise, write memmaps")
@@ -27,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "test": 0.15}, help='JSON, e.g. {"train": 0.7, "val": 0.15, "test": 0.15}')
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--shuffle-seed", type=int, default=0)
-    p.add_argument("--block-size", type=int, default=100_000,
+    p.add_argument("--block-size", type=int, default=default("preprocess.block_size"),
                    help="jets per read block and per shuffle bucket (bounds memory)")
     p.add_argument("--no-plots", action="store_true", help="skip the kinematics plots")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import resource
+import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,8 @@ import numpy as np
 from flavourflow.core import inputs, progress
 from flavourflow.core import split as splitting
 from flavourflow.core.errors import FlavourflowError
-from flavourflow.core.flavours import CLASSES, LABEL_FIELD, class_index
+from flavourflow.core.flavours import CLASSES, KNOWN_LABELS, LABEL_FIELD, class_index
+from flavourflow.core.h5files import open_h5
 from flavourflow.core.outputs import atomic_path, write_json
 from flavourflow.preprocess.resampling import Kinematics, Resampling, Sampler, plot
 from flavourflow.preprocess.shuffle import BucketShuffler, RowFile, permute_buckets
@@ -86,7 +88,7 @@ def read_blocks(path: Path, fields: Sequence[str], block_size: int,
                 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Consecutive ``(jets, tracks)`` blocks with only ``fields`` (tracks: ``track_fields``
     of the first ``max_tracks`` steps, or None when none are asked for)."""
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         jets = _dataset(f, path, "jets", fields)
         tracks = _dataset(f, path, TRACK_NODE, track_fields) if track_fields else None
         if tracks is not None and len(tracks) != len(jets):
@@ -136,7 +138,38 @@ def _node(name: str, variables: Sequence[inputs.Variable], moments: RunningMomen
 
 def run(source: Path, outdir: Path, settings: Settings) -> dict:
     """Write ``<split>_<group>.npy`` memmaps, ``variables.json`` and the kinematics plots
-    under ``outdir``; return the variables.json content."""
+    under ``outdir``; return the variables.json content. A failure leaves no ``outdir``
+    behind where there was none."""
+    existed = Path(outdir).exists()
+    try:
+        return _run(source, Path(outdir), settings)
+    except BaseException:
+        if not existed:
+            shutil.rmtree(outdir, ignore_errors=True)
+        raise
+
+
+def _check_labels(labels: np.ndarray, source: Path) -> None:
+    """Refuse truth labels that are no flavour (a mislabelled or corrupt input); taus (15)
+    are known and left out of the classes."""
+    unknown = ~np.isin(labels, KNOWN_LABELS)
+    if unknown.any():
+        raise FlavourflowError(
+            f"unknown label {int(labels[unknown][0])} ({int(unknown.sum())} jets in a block); "
+            f"known: {', '.join(map(str, KNOWN_LABELS))}", path=source, field=LABEL_FIELD)
+
+
+def _check_finite(block: np.ndarray, names: Sequence[str], source: Path) -> None:
+    """Refuse infinite input values (NaN is allowed: it means "missing" and gets the
+    variable's default, as in ATLAS' lwtnn)."""
+    for name in names:
+        n_inf = int(np.isinf(block[name]).sum())
+        if n_inf:
+            raise FlavourflowError(f"{n_inf} infinite values in a block of {len(block)} jets",
+                                   path=source, field=name)
+
+
+def _run(source: Path, outdir: Path, settings: Settings) -> dict:
     t0 = time.perf_counter()
     transforms = {"log_variables": "log", "log1p_variables": "log1p"}
     chosen: dict[str, str] = {}
@@ -156,18 +189,19 @@ def run(source: Path, outdir: Path, settings: Settings) -> dict:
     has_tracks = bool(trk_vars)
     max_tracks = 0
     if has_tracks:
-        with h5py.File(source, "r") as f:
+        with open_h5(source) as f:
             _dataset(f, source, TRACK_NODE, [v.field for v in trk_vars])
             max_tracks = int(settings.max_tracks or f[TRACK_NODE].shape[1])
     config = settings.resampling
     key_fields = list(KEY_FIELDS)
 
     def keys(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        _check_labels(block[LABEL_FIELD], source)
         cls = class_index(block[LABEL_FIELD])
         which = splitting.assign(block["eventNumber"], settings.fractions, settings.split_seed)
         return cls, np.where(cls >= 0, which, -1)
 
-    with h5py.File(source, "r") as f:
+    with open_h5(source) as f:
         n_rows = len(f["jets"]) if "jets" in f else None  # (read_blocks names it if missing)
 
     def passing(number: int, what: str, blocks: Iterator) -> Iterator:
@@ -182,7 +216,10 @@ def run(source: Path, outdir: Path, settings: Settings) -> dict:
         cls, which = keys(block)
         train = which == 0
         before.fill(cls[train], block["pt"][train], block["eta"][train])
-    sampler = Sampler.from_histograms(config, before, settings.shuffle_seed)
+    try:
+        sampler = Sampler.from_histograms(config, before, settings.shuffle_seed)
+    except FlavourflowError as err:  # about this file's training split: name the file
+        raise FlavourflowError(str(err), path=source) from None
 
     def plan(block: np.ndarray, cls: np.ndarray, which: np.ndarray):
         """Copies and weights of each jet (resampled in train and val, not in test)."""
@@ -228,13 +265,16 @@ def run(source: Path, outdir: Path, settings: Settings) -> dict:
               f"{TRACK_NODE}_valid": (max_tracks,)}
     read_rows = settings.block_size
     if has_tracks:
-        with h5py.File(source, "r") as f:
+        with open_h5(source) as f:
             per_jet = f[TRACK_NODE].fields(trk_fields).dtype.itemsize * max_tracks
         read_rows = max(1024, min(read_rows, TRACK_READ_BYTES // per_jet))
     with _memmaps(outdir, counts, STEMS, shapes) as arrays:
         for block, trk in passing(3, "writing", read_blocks(
                 source, fields, read_rows, trk_fields if has_tracks else (), max_tracks)):
             cls, which = keys(block)
+            _check_finite(block, [v.field for v in jet_vars], source)
+            if has_tracks:
+                _check_finite(trk, [v.field for v in trk_vars], source)
             copies, weights = plan(block, cls, which)
             for i, split in enumerate(splitting.SPLITS):
                 rows = np.flatnonzero(which == i)
