@@ -170,6 +170,10 @@ class TDDWriter:
             self.file.attrs[key] = value if is_scalar else json.dumps(value)
 
     def close(self) -> None:
-        for writer in self.writers.values():
-            writer.close()
-        self.file.close()
+        """Flush the pending rows, then close the file even if a flush fails (an unclosed
+        file would raise again when h5py deallocates it, as a traceback at exit)."""
+        try:
+            for writer in self.writers.values():
+                writer.close()
+        finally:
+            self.file.close()
