@@ -44,3 +44,29 @@ def test_ruff_clean() -> None:
                             cwd=ROOT,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_non_editable_install_carries_the_schema(tmp_path: Path) -> None:
+    """A wheel installed elsewhere (not the checkout) has the config schema the CLIs take
+    their defaults from, and `flavourflow export --help` shows the schema's min_jets."""
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "wheel"), str(ROOT)], capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "wheel").glob("flavourflow-*.whl"))
+    target = tmp_path / "site"
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+         str(wheel)], capture_output=True, text=True, check=False)
+    assert installed.returncode == 0, installed.stderr
+    assert (target / "flavourflow" / "config.schema.yaml").is_file()
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    expected = schema["properties"]["export"]["properties"]["min_jets"]["default"]
+    code = ("import flavourflow.core.defaults as d; print(d.SCHEMA); "
+            "print(d.default('export.min_jets'))")
+    run = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, "
+                          f"{str(target)!r}); {code}"], capture_output=True, text=True,
+                         check=False, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    where, value = run.stdout.split()
+    assert where.startswith(str(target)) and int(value) == expected

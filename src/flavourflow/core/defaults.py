@@ -1,5 +1,6 @@
 """Defaults of the stages' settings, read from the one place that defines them: the config
-schema (``workflow/schemas/config.schema.yaml``, key ``default``).
+schema (``flavourflow/config.schema.yaml``, installed with the package; the workflow's
+``workflow/schemas/config.schema.yaml`` is a link to it), key ``default``.
 
 The CLIs and the Python API take their defaults from here, so that ``flavourflow export`` run
 by hand closes the network on as many jets as the workflow does (``export.min_jets`` was
@@ -15,7 +16,7 @@ from typing import Any
 
 import yaml
 
-SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parents[1] / "config.schema.yaml"
 
 
 @cache
