@@ -452,6 +452,12 @@ def open_file(path: Path) -> Reader:
     rntuple = storage == RNTUPLE
     finder = _Finder(path, names, rntuple)
     quantities: dict[str, _Quantity] = {}
+    if finder.find(JETS, "pt") is None:  # say what the file is, not which branch is missing
+        others = sorted({n.split("Aux")[0] for n in finder.names if "Jets" in n.split("Aux")[0]})
+        raise FlavourflowError(
+            f"no {JETS} in {storage}: not a PHYSLITE file"
+            + (f" (jet containers it has: {', '.join(others)})" if others else ""),
+            path=path, field=finder.candidates(JETS, "pt")[0])
     for name, (container, var, kind) in {
         "jet_pt": (JETS, "pt", "float"), "jet_eta": (JETS, "eta", "float"),
         "jet_phi": (JETS, "phi", "float"), "jet_m": (JETS, "m", "float"),
@@ -509,6 +515,9 @@ def open_file(path: Path) -> Reader:
     if n_entries == 0:
         raise FlavourflowError("zero events", path=path, field=storage)
     keys = read_container_keys(file)
+    if keys is None:
+        log.warning("%s: EventFormat metadata not readable: links are accepted by any non-zero "
+                    "container key (recorded as link_keys = non-zero)", path)
     return Reader(path, obj, storage, quantities, taggers, btagging, keys, covariance)
 
 
