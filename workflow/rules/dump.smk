@@ -26,6 +26,11 @@ def dump_mapping(wildcards):
     return [entry["mapping"]] if dump_format(wildcards) == "mapping" else []
 
 
+def mapping_options(wildcards, input):
+    """`--mapping FILE` for a mapping sample (the rule's `mapping` input), else nothing."""
+    return [a for m in input.mapping for a in ("--mapping", m)]
+
+
 rule dump:
     input:
         root=dump_source,
@@ -36,7 +41,7 @@ rule dump:
         # what the dump's content depends on (step_size and merge_layout do not change it)
         dump={k: v for k, v in config["dump"].items() if k not in ("step_size", "merge_layout")},
         format=dump_format,
-        mapping=lambda wildcards, input: [a for m in input.mapping for a in ("--mapping", m)],
+        mapping=mapping_options,
         code=code("dump"),
         versions=versions("dump"),
     log:

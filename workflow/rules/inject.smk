@@ -19,7 +19,7 @@ rule inject:
     params:
         format=config["inject"]["format"],
         input_format=dump_format,
-        mapping=lambda wildcards, input: [a for m in input.mapping for a in ("--mapping", m)],
+        mapping=mapping_options,
         f_c=config["evaluate"]["f_c"],
         code=code("inject"),
         versions=versions("inject"),
