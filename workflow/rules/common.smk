@@ -283,6 +283,7 @@ def _check_references():
             raise ValueError(f"config: samples.{sample}.files: file names must be unique")
 
 
+@cache
 def sample_fields(sample):
     """(jet fields, track fields) the dump of ``sample`` writes: every dump's, plus the
     tagger outputs of PHYSLITE or a mapping's extra fields; a hybrid has what both parts have."""

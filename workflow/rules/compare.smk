@@ -3,22 +3,30 @@
 # ranking of a scan's variants.
 
 
-def _compare_scores(models, folder):
-    return [f"results/evaluate/{model}/{folder}/scores.h5" for model in models]
+def compared_models(wildcards):
+    """Every model, or a study's."""
+    return study_models(study_of(wildcards)) if study_of(wildcards) else list(MODELS)
+
+
+def compared_scores(wildcards):
+    folder = wildcards.sample + (f".{study_of(wildcards)}" if study_of(wildcards) else "")
+    return [f"results/evaluate/{model}/{folder}/scores.h5" for model in compared_models(wildcards)]
 
 
 rule compare:
     input:
-        scores=lambda w: _compare_scores(MODELS, w.sample),
+        scores=compared_scores,
     output:
         metrics="results/compare/{sample}/metrics.json",
         table="results/compare/{sample}/rejections.md",
         plots=expand("results/compare/{{sample}}/roc.{ext}", ext=["pdf", "png"]),
     params:
-        scores=lambda w, input: [f"{model}={path}" for model, path in zip(MODELS, input.scores)],
-        working_points=config["evaluate"]["working_points"],
+        scores=lambda w, input: [f"{model}={path}" for model, path in
+                                 zip(compared_models(w), input.scores)],
+        working_points=lambda w: evaluate_settings(w)["working_points"],
         outdir=lambda wildcards, output: os.path.dirname(output.metrics),
-        title=lambda w: f"models and baselines on {w.sample}",
+        title=lambda w: f"models and baselines on {w.sample}" + (
+            f" ({study_of(w)})" if study_of(w) else ""),
         code=code("compare"),
         versions=versions("compare"),
     log:
@@ -32,21 +40,12 @@ rule compare:
         " --working-points {params.working_points} --title {params.title:q} > {log:q} 2>&1"
 
 
+# the same rule for a study: its inputs and params follow the study (compared_models)
 use rule compare as compare_study with:
-    input:
-        scores=lambda w: _compare_scores(study_models(w.study), f"{w.sample}.{w.study}"),
     output:
         metrics="results/compare/{sample}.{study}/metrics.json",
         table="results/compare/{sample}.{study}/rejections.md",
         plots=expand("results/compare/{{sample}}.{{study}}/roc.{ext}", ext=["pdf", "png"]),
-    params:
-        scores=lambda w, input: [f"{model}={path}" for model, path in
-                                 zip(study_models(w.study), input.scores)],
-        working_points=lambda w: evaluate_settings(w)["working_points"],
-        outdir=lambda wildcards, output: os.path.dirname(output.metrics),
-        title=lambda w: f"models and baselines on {w.sample} ({w.study})",
-        code=code("compare"),
-        versions=versions("compare"),
     log:
         "logs/compare/{sample}.{study}.log",
     benchmark:

@@ -5,9 +5,14 @@
 EVALUATE_PLOTS = ["roc", "discriminant", "training"]
 
 
+def study_of(wildcards):
+    """The study a job belongs to, or None for the default evaluation."""
+    return getattr(wildcards, "study", None)
+
+
 def evaluate_settings(wildcards):
     """The evaluation settings of the default evaluation, or of a study over them."""
-    study = STUDIES[wildcards.study] if getattr(wildcards, "study", None) else {}
+    study = STUDIES[study_of(wildcards)] if study_of(wildcards) else {}
     return {"f_c": study.get("f_c", config["evaluate"]["f_c"]),
             "working_points": study.get("working_points", config["evaluate"]["working_points"]),
             "selection": as_json(study.get("selection", {}))}
@@ -29,7 +34,7 @@ rule evaluate:
         settings=evaluate_settings,
         working_points=lambda wildcards: evaluate_settings(wildcards)["working_points"],
         outdir=lambda wildcards, output: os.path.dirname(output.metrics),
-        title=lambda wildcards: f"{wildcards.model} on {wildcards.sample}",
+        title=lambda w: f"{w.model} on {w.sample}" + (f" ({study_of(w)})" if study_of(w) else ""),
         code=code("evaluate"),
         versions=versions("evaluate"),
     log:
@@ -45,19 +50,13 @@ rule evaluate:
         " --selection {params.settings[selection]:q} --title {params.title:q} > {log:q} 2>&1"
 
 
+# the same rule for a study: its params follow the study (evaluate_settings, study_of)
 use rule evaluate as evaluate_study with:
     output:
         metrics="results/evaluate/{model}/{sample}.{study}/metrics.json",
         scores="results/evaluate/{model}/{sample}.{study}/scores.h5",
         plots=expand("results/evaluate/{{model}}/{{sample}}.{{study}}/{name}.{ext}",
                      name=EVALUATE_PLOTS, ext=["pdf", "png"]),
-    params:
-        settings=evaluate_settings,
-        working_points=lambda wildcards: evaluate_settings(wildcards)["working_points"],
-        outdir=lambda wildcards, output: os.path.dirname(output.metrics),
-        title=lambda wildcards: f"{wildcards.model} on {wildcards.sample} ({wildcards.study})",
-        code=code("evaluate"),
-        versions=versions("evaluate"),
     log:
         "logs/evaluate/{model}/{sample}.{study}.log",
     benchmark:
