@@ -355,12 +355,18 @@ def sample_files(sample):
     return list(file_entries(sample))
 
 
+#: The figures of each stage (stems), in the order the report shows them.
+INSPECT_PLOTS = ["jet_inputs", "track_inputs", "ip_significance", "correlations",
+                 "baselines_roc"]
+EVALUATE_PLOTS = ["roc", "discriminant", "performance_vs_pt", "performance_vs_eta", "fc_scan",
+                  "confusion", "training"]
+
+
 def inspect_outputs():
     return expand(
         "results/inspect/{sample}/{name}",
         sample=SAMPLES,
-        name=["summary.json", "jet_inputs.pdf", "track_inputs.pdf", "ip_significance.pdf",
-              "baselines_roc.pdf"],
+        name=["summary.json", *(f"{plot}.pdf" for plot in INSPECT_PLOTS)],
     )
 
 
@@ -400,7 +406,7 @@ def compare_outputs():
     return expand(
         "results/compare/{sample}/{name}",
         sample=config["evaluate"]["samples"],
-        name=["metrics.json", "rejections.md", "roc.pdf"],
+        name=["metrics.json", "rejections.md", "rejections.csv", "roc.pdf"],
     ) + expand("results/compare/{sample}/scan_{scan}.md", sample=config["evaluate"]["samples"],
                scan=config["scan"])
 
@@ -410,8 +416,33 @@ def evaluate_outputs():
         "results/evaluate/{model}/{sample}/{name}",
         model=MODELS,
         sample=config["evaluate"]["samples"],
-        name=["metrics.json", "roc.pdf", "discriminant.pdf", "training.pdf"],
+        name=["metrics.json", *(f"{plot}.pdf" for plot in EVALUATE_PLOTS)],
     )
+
+
+_PROCESSES = {"ttbar": r"$t\bar{t}$", "zprime": r"$Z'$"}
+
+
+def plot_label(sample, selection=None):
+    """The lines under the plots' experiment label: √s and sample, then the jets (the
+    dump's selection and an evaluation-time one)."""
+    entry = SAMPLES[sample]
+    if entry["source"] == "generator":
+        gen = entry["generator"]
+        first = (f"√s = {gen.get('ecm_gev', 13000) / 1000:g} TeV, "
+                 f"{_PROCESSES.get(gen['process'], gen['process'])} (Pythia 8)")
+    elif entry["source"] == "hybrid":
+        first = f"{sample}: hybrid of {entry['hybrid']['low']} and {entry['hybrid']['high']}"
+    else:
+        first = f"{sample} ({entry.get('format', 'flavourflow')} files)"
+    cuts = config["dump"]["selection"]
+    jets = [f"$p_T$ > {cuts['pt_min'] / 1000:g} GeV", f"$|\\eta|$ < {cuts['abs_eta_max']:g}"]
+    extra = selection or {}
+    jets += [f"$p_T$ > {extra['pt_min'] / 1000:g} GeV"] if "pt_min" in extra else []
+    jets += [f"$p_T$ < {extra['pt_max'] / 1000:g} GeV"] if "pt_max" in extra else []
+    jets += [f"$|\\eta|$ > {extra['abs_eta_min']:g}"] if "abs_eta_min" in extra else []
+    jets += [f"$|\\eta|$ < {extra['abs_eta_max']:g}"] if "abs_eta_max" in extra else []
+    return [first, "anti-$k_t$ R = 0.4 jets, " + ", ".join(jets)]
 
 
 def study_models(study):

@@ -13,20 +13,35 @@ def compared_scores(wildcards):
     return [f"results/evaluate/{model}/{folder}/scores.h5" for model in compared_models(wildcards)]
 
 
+def compare_report(folder):
+    """The comparison's figure and table in the report, under "compare" and the sample."""
+    sample = folder.rsplit("/", 1)[1]
+    return {"table": report(f"{folder}/rejections.csv", caption="../report/compare_table.rst",
+                            category="4. compare", subcategory=sample,
+                            labels={"sample": sample, "figure": "rejections table"}),
+            "figure": report(f"{folder}/roc.png", caption="../report/compare_roc.rst",
+                             category="4. compare", subcategory=sample,
+                             labels={"sample": sample, "figure": "rejection curves"})}
+
+
 rule compare:
     input:
         scores=compared_scores,
     output:
         metrics="results/compare/{sample}/metrics.json",
         table="results/compare/{sample}/rejections.md",
-        plots=expand("results/compare/{{sample}}/roc.{ext}", ext=["pdf", "png"]),
+        csv=compare_report("results/compare/{sample}")["table"],
+        plots="results/compare/{sample}/roc.pdf",
+        figure=compare_report("results/compare/{sample}")["figure"],
     params:
         scores=lambda w, input: [f"{model}={path}" for model, path in
                                  zip(compared_models(w), input.scores)],
         working_points=lambda w: evaluate_settings(w)["working_points"],
         outdir=lambda wildcards, output: os.path.dirname(output.metrics),
-        title=lambda w: f"models and baselines on {w.sample}" + (
-            f" ({study_of(w)})" if study_of(w) else ""),
+        title=lambda w: f"models and baselines" + (f" ({study_of(w)})" if study_of(w) else ""),
+        label=lambda w: plot_label(w.sample, STUDIES[study_of(w)].get("selection")
+                                   if study_of(w) else None),
+        reference=lambda w: evaluate_settings(w)["reference"],
         code=code("compare"),
         versions=versions("compare"),
     log:
@@ -37,7 +52,8 @@ rule compare:
         "../envs/plot.yaml"
     shell:
         "{FLAVOURFLOW} compare --scores {params.scores:q} --outdir {params.outdir:q}"
-        " --working-points {params.working_points} --title {params.title:q} > {log:q} 2>&1"
+        " --working-points {params.working_points} --title {params.title:q}"
+        " --label {params.label:q} --reference {params.reference:q} > {log:q} 2>&1"
 
 
 # the same rule for a study: its inputs and params follow the study (compared_models)
@@ -45,7 +61,9 @@ use rule compare as compare_study with:
     output:
         metrics="results/compare/{sample}.{study}/metrics.json",
         table="results/compare/{sample}.{study}/rejections.md",
-        plots=expand("results/compare/{{sample}}.{{study}}/roc.{ext}", ext=["pdf", "png"]),
+        csv=compare_report("results/compare/{sample}.{study}")["table"],
+        plots="results/compare/{sample}.{study}/roc.pdf",
+        figure=compare_report("results/compare/{sample}.{study}")["figure"],
     log:
         "logs/compare/{sample}.{study}.log",
     benchmark:

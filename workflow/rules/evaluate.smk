@@ -2,9 +2,6 @@
 # (config `studies`) re-evaluates with its own f_c, working points, jet selection, samples
 # or models into results/evaluate/<model>/<sample>.<study>/, beside the default outputs.
 
-EVALUATE_PLOTS = ["roc", "discriminant", "training"]
-
-
 def study_of(wildcards):
     """The study a job belongs to, or None for the default evaluation."""
     return getattr(wildcards, "study", None)
@@ -15,7 +12,18 @@ def evaluate_settings(wildcards):
     study = STUDIES[study_of(wildcards)] if study_of(wildcards) else {}
     return {"f_c": study.get("f_c", config["evaluate"]["f_c"]),
             "working_points": study.get("working_points", config["evaluate"]["working_points"]),
-            "selection": as_json(study.get("selection", {}))}
+            "selection": as_json(study.get("selection", {})),
+            "reference": config["evaluate"].get("reference") or ""}
+
+
+def evaluate_figures(folder):
+    """The PNGs of an evaluation (``folder``: results/evaluate/{model}/{sample}[.{study}]),
+    each in the report under its model and sample, with its caption."""
+    return [report(f"{folder}/{name}.png", caption=f"../report/evaluate_{name}.rst",
+                   category="3. evaluate: {model}", subcategory=folder.rsplit("/", 1)[1],
+                   labels={"model": "{model}", "sample": folder.rsplit("/", 1)[1],
+                           "figure": name})
+            for name in EVALUATE_PLOTS]
 
 
 rule evaluate:
@@ -28,13 +36,15 @@ rule evaluate:
     output:
         metrics="results/evaluate/{model}/{sample}/metrics.json",
         scores="results/evaluate/{model}/{sample}/scores.h5",
-        plots=expand("results/evaluate/{{model}}/{{sample}}/{name}.{ext}",
-                     name=EVALUATE_PLOTS, ext=["pdf", "png"]),
+        plots=expand("results/evaluate/{{model}}/{{sample}}/{name}.pdf", name=EVALUATE_PLOTS),
+        figures=evaluate_figures("results/evaluate/{model}/{sample}"),
     params:
         settings=evaluate_settings,
         working_points=lambda wildcards: evaluate_settings(wildcards)["working_points"],
         outdir=lambda wildcards, output: os.path.dirname(output.metrics),
-        title=lambda w: f"{w.model} on {w.sample}" + (f" ({study_of(w)})" if study_of(w) else ""),
+        title=lambda w: f"{w.model}" + (f" ({study_of(w)})" if study_of(w) else ""),
+        label=lambda w: plot_label(w.sample, STUDIES[study_of(w)].get("selection")
+                                   if study_of(w) else None),
         code=code("evaluate"),
         versions=versions("evaluate"),
     log:
@@ -47,7 +57,9 @@ rule evaluate:
         "{FLAVOURFLOW} evaluate --network {input.network:q} --variables {input.variables:q}"
         " --sample {input.sample:q} --history {input.history:q} --outdir {params.outdir:q}"
         " --fc {params.settings[f_c]} --working-points {params.working_points}"
-        " --selection {params.settings[selection]:q} --title {params.title:q} > {log:q} 2>&1"
+        " --selection {params.settings[selection]:q} --title {params.title:q}"
+        " --label {params.label:q} --model {wildcards.model}"
+        " --reference {params.settings[reference]:q} > {log:q} 2>&1"
 
 
 # the same rule for a study: its params follow the study (evaluate_settings, study_of)
@@ -55,8 +67,9 @@ use rule evaluate as evaluate_study with:
     output:
         metrics="results/evaluate/{model}/{sample}.{study}/metrics.json",
         scores="results/evaluate/{model}/{sample}.{study}/scores.h5",
-        plots=expand("results/evaluate/{{model}}/{{sample}}.{{study}}/{name}.{ext}",
-                     name=EVALUATE_PLOTS, ext=["pdf", "png"]),
+        plots=expand("results/evaluate/{{model}}/{{sample}}.{{study}}/{name}.pdf",
+                     name=EVALUATE_PLOTS),
+        figures=evaluate_figures("results/evaluate/{model}/{sample}.{study}"),
     log:
         "logs/evaluate/{model}/{sample}.{study}.log",
     benchmark:

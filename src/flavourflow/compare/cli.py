@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from flavourflow.core.defaults import default
 from flavourflow.core.flavours import BASELINES, WORKING_POINTS
 
 
@@ -24,6 +25,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--outdir", type=Path)
     p.add_argument("--working-points", type=float, nargs="+", default=list(WORKING_POINTS))
     p.add_argument("--title", default="")
+    p.add_argument("--label", nargs="*", default=[],
+                   help="lines under the experiment label: √s, sample, jet selection")
+    p.add_argument("--reference", default=default("evaluate.reference"),
+                   help="tagger of the ratio panel (default: the best baseline)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -54,5 +59,5 @@ def main(args: argparse.Namespace) -> int:
     if not args.scores or args.outdir is None:
         raise FlavourflowError("--scores and --outdir are needed (or --rank)", field="scores")
     core.run(pairs(args.scores, "scores"), args.baselines, args.outdir, args.working_points,
-             args.title)
+             args.title, reference=args.reference, text="\n".join(args.label))
     return 0

@@ -21,7 +21,8 @@ from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import CLASSES, LABEL_FIELD
 from flavourflow.core.h5files import open_h5
 from flavourflow.core.outputs import atomic_path, write_json
-from flavourflow.core.rejections import rejection_curves
+from flavourflow.core.rejections import best_baseline, rejection_curves
+from flavourflow.core.style import Figures
 
 log = logging.getLogger(__name__)
 
@@ -42,56 +43,127 @@ def _read(path: Path, columns: Sequence[str]) -> np.ndarray:
         raise FlavourflowError(f"cannot read scores: {err}", path=path) from None
 
 
+def _f_c(path: Path) -> float | None:
+    """The f_c evaluate used for D_b in ``path`` (its ``f_c`` attribute)."""
+    with open_h5(path) as f:
+        value = f.attrs.get("f_c")
+    return None if value is None else float(value)
+
+
 def run(scores: Mapping[str, Path], baselines: Sequence[str], outdir: Path,
-        working_points: Sequence[float], title: str) -> dict:
+        working_points: Sequence[float], title: str, reference: str | None = None,
+        text: str = "") -> dict:
     """Compare the models' D_b (``scores``: model name -> scores.h5) and ``baselines``;
-    write ``metrics.json``, a table ``rejections.md`` and the rejection curves ``roc``."""
+    write ``metrics.json``, the tables ``rejections.md`` and ``rejections.csv`` and the
+    rejection curves ``roc`` (ratio to ``reference``, default the best baseline)."""
     if not scores:
         raise FlavourflowError("no models to compare")
     first_name, first_path = next(iter(scores.items()))
-    reference = _read(first_path, [*KEY_FIELDS, LABEL_FIELD, *baselines])
-    labels = reference[LABEL_FIELD]
+    reference_jets = _read(first_path, [*KEY_FIELDS, LABEL_FIELD, *baselines])
+    labels = reference_jets[LABEL_FIELD]
     discriminants: dict[str, np.ndarray] = {}
+    f_c = {name: _f_c(path) for name, path in scores.items()}
     for name, path in scores.items():
         columns = _read(path, [*KEY_FIELDS, "D_b"])
         for key in KEY_FIELDS:
-            if len(columns) != len(reference) or not np.array_equal(columns[key], reference[key]):
+            if len(columns) != len(reference_jets) or not np.array_equal(
+                    columns[key], reference_jets[key]):
                 raise FlavourflowError(f"not the test jets of {first_path} (model "
                                        f"'{first_name}')", path=path, field=key)
+        if f_c[name] != f_c[first_name]:
+            raise FlavourflowError(f"D_b made with f_c = {f_c[name]}, not the f_c = "
+                                   f"{f_c[first_name]} of model '{first_name}'", path=path,
+                                   field="f_c")
         discriminants[name] = columns["D_b"]
-    discriminants.update({name: reference[name] for name in baselines})
+    discriminants.update({name: reference_jets[name] for name in baselines})
 
-    taggers = {name: roc.by_flavour(values, labels) for name, values in discriminants.items()}
+    taggers = {name: roc.by_flavour(values[~np.isnan(values)], labels[~np.isnan(values)])
+               for name, values in discriminants.items()}
+    performances = {name: roc.performance(flav, working_points)
+                    for name, flav in taggers.items()}
+    reference = reference or best_baseline(performances, list(baselines))
+    if reference is not None and reference not in taggers:
+        raise FlavourflowError(f"reference tagger '{reference}' is none of {list(taggers)}",
+                               field="reference")
     result = {
         "n_jets": {f.name: int(np.count_nonzero(labels == f.label)) for f in CLASSES},
+        "f_c": f_c[first_name],
+        "reference": reference,
         "models": list(scores),
         "baselines": list(baselines),
-        "taggers": {name: roc.performance(flav, working_points) for name, flav in taggers.items()},
+        "taggers": performances,
     }
     outdir.mkdir(parents=True, exist_ok=True)
-    rejection_curves(taggers, outdir / "roc", title)
+    figures = Figures(f"models {', '.join(scores)}, sample {outdir.name}")
+    figures.draw("roc", outdir / "roc", rejection_curves, taggers, title=title,
+                 reference=reference, text=text)
+    result["problems"] = figures.problems
     with atomic_path(outdir / "rejections.md") as tmp:
         tmp.write_text(table(result, working_points))
+    with atomic_path(outdir / "rejections.csv") as tmp:
+        tmp.write_text(csv_table(result, working_points))
     write_json(outdir / "metrics.json", result)
     log.info("compared %s on %d jets", ", ".join(taggers), len(labels))
     return result
 
 
-def table(result: dict, working_points: Sequence[float]) -> str:
-    """A Markdown table: light and c rejection of every tagger at every working point."""
-    def cell(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1f}"
+def rejection_cell(point: dict, background: str) -> str:
+    """``412 ± 35``, or ``> 830`` where fewer than 10 jets pass (95 % CL lower limit), or
+    ``-`` where the working point is out of reach."""
+    value = point[f"{background}_rejection"]
+    if value is not None:
+        return f"{value:.3g} ± {point[f'{background}_rejection_err']:.2g}"
+    limit = point[f"{background}_rejection_lower_limit"]
+    return "-" if limit is None else f"> {limit:.3g}"
 
+
+def table(result: dict, working_points: Sequence[float]) -> str:
+    """A Markdown table: the cut and the light and c rejection (± stat. uncertainty, or a
+    lower limit) of every tagger at every working point, with the f_c used."""
     keys = [f"{round(wp * 100)}" for wp in working_points]
     head = "| tagger | AUC b/light | " + " | ".join(
-        f"light rej. {k} % | c rej. {k} %" for k in keys) + " |"
-    lines = [head, "|" + "---|" * (2 + 2 * len(keys))]
+        f"cut {k} % | light rej. {k} % | c rej. {k} %" for k in keys) + " |"
+    lines = [head, "|" + "---|" * (2 + 3 * len(keys))]
     for name, entry in result["taggers"].items():
         points = [entry["working_points"][k] for k in keys]
         auc = entry["auc_b_vs_light"]
         lines.append(f"| {name} | {'-' if auc is None else f'{auc:.4f}'} | " + " | ".join(
-            f"{cell(p['light_rejection'])} | {cell(p['c_rejection'])}" for p in points) + " |")
-    return "\n".join(lines) + "\n"
+            f"{'-' if p['cut'] is None else format(p['cut'], '.4g')} | "
+            f"{rejection_cell(p, 'light')} | {rejection_cell(p, 'c')}" for p in points) + " |")
+    n = result["n_jets"]
+    notes = [f"Models' D_b with f_c = {result.get('f_c')}; ratios in roc.pdf to "
+             f"{result.get('reference')}. Test jets: {n['bottom']} b, {n['charm']} c, "
+             f"{n['light']} light.",
+             "± is the binomial statistical uncertainty of the background efficiency; "
+             f"> X: fewer than {roc.MIN_PASSING} background jets pass, X is the "
+             f"{round(roc.LIMIT_CL * 100)} % CL lower limit (Clopper-Pearson); "
+             "-: the working point is out of reach."]
+    return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
+
+
+CSV_COLUMNS = ("tagger", "working_point", "cut", "b_efficiency_achieved", "background",
+               "rejection", "rejection_err", "rejection_lower_limit", "n_pass", "n_jets",
+               "f_c")
+
+
+def csv_table(result: dict, working_points: Sequence[float]) -> str:
+    """Every rejection as one CSV row (empty cells for None), columns :data:`CSV_COLUMNS`."""
+    import csv
+    import io
+
+    stream = io.StringIO()
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for name, entry in result["taggers"].items():
+        for wp in working_points:
+            point = entry["working_points"][f"{round(wp * 100)}"]
+            for background, flavour in (("light", "light"), ("c", "charm")):
+                row = [name, wp, point["cut"], point["b_efficiency_achieved"], flavour,
+                       point[f"{background}_rejection"], point[f"{background}_rejection_err"],
+                       point[f"{background}_rejection_lower_limit"],
+                       point[f"{background}_n_pass"], point[f"n_{flavour}"], result.get("f_c")]
+                writer.writerow(["" if v is None else v for v in row])
+    return stream.getvalue()
 
 
 def rank(metrics: Mapping[str, Path], grid: Mapping[str, Mapping[str, object]],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,18 +30,68 @@ def cut_for_efficiency(signal: np.ndarray, efficiency: float) -> float | None:
     return cut if abs(achieved - efficiency) <= max(0.005, 2.0 / len(signal)) else None
 
 
+#: Fewer background jets than this passing a cut: the rejection is quoted as a lower limit.
+MIN_PASSING = 10
+#: Confidence level of those lower limits (one-sided, Clopper-Pearson).
+LIMIT_CL = 0.95
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space (k is small here)."""
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 1.0 if k >= n else 0.0
+    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+             + i * math.log(p) + (n - i) * math.log1p(-p) for i in range(min(k, n) + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def efficiency_upper_limit(n_pass: int, n: int, cl: float = LIMIT_CL) -> float:
+    """One-sided Clopper-Pearson upper limit on an efficiency from ``n_pass`` of ``n`` (the p
+    with P(X <= n_pass | n, p) = 1 - cl), by bisection."""
+    if n_pass >= n:
+        return 1.0
+    lo, hi = n_pass / n, 1.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if _binomial_cdf(n_pass, n, mid) > 1.0 - cl:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def rejection_stats(background: np.ndarray, cut: float | None) -> dict:
+    """The rejection of ``background`` (keep > ``cut``) as metrics report it:
+    ``rejection`` and its binomial ``rejection_err`` when at least :data:`MIN_PASSING` jets
+    pass, else ``rejection_lower_limit`` (95 % CL, Clopper-Pearson) with the other two None;
+    ``n_pass`` of ``n_jets``. All None but ``n_jets`` when there is no cut (unreachable
+    working point) or no background jet."""
+    n = len(background)
+    out = {"rejection": None, "rejection_err": None, "rejection_lower_limit": None,
+           "n_pass": None, "n_jets": n}
+    if cut is None or n == 0:
+        return out
+    n_pass = int(np.count_nonzero(background > cut))
+    out["n_pass"] = n_pass
+    if n_pass < MIN_PASSING:
+        out["rejection_lower_limit"] = 1.0 / efficiency_upper_limit(n_pass, n)
+        return out
+    eff = n_pass / n
+    out["rejection"] = 1.0 / eff
+    out["rejection_err"] = float(np.sqrt(eff * (1.0 - eff) / n) / eff**2)
+    return out
+
+
 def rejection(background: np.ndarray, cut: float | None) -> tuple[float | None, float | None]:
     """1/efficiency of ``background`` above ``cut`` and its binomial uncertainty;
-    (None, None) when no background jet passes (the rejection is then only bounded below)
-    or when there is no cut (the working point is out of reach)."""
-    if cut is None:
-        return None, None
-    n = len(background)
-    n_pass = int(np.count_nonzero(background > cut))
-    if n == 0 or n_pass == 0:
-        return None, None
-    eff = n_pass / n
-    return 1.0 / eff, float(np.sqrt(eff * (1.0 - eff) / n) / eff**2)
+    (None, None) when fewer than :data:`MIN_PASSING` background jets pass (the rejection is
+    then only bounded below, see :func:`rejection_stats`) or when there is no cut (the
+    working point is out of reach)."""
+    stats = rejection_stats(background, cut)
+    return stats["rejection"], stats["rejection_err"]
 
 
 def auc(signal: np.ndarray, background: np.ndarray) -> float:
@@ -61,29 +112,46 @@ def auc(signal: np.ndarray, background: np.ndarray) -> float:
 
 def performance(by_flavour: dict[str, np.ndarray], working_points: Sequence[float]) -> dict:
     """AUCs (b vs light, b vs c) and, at each b-efficiency working point, the cut and the
-    light and c rejections with their uncertainties, of one discriminant given per flavour
-    (``{"bottom": ..., "charm": ..., "light": ...}``); keyed ``"70"`` etc."""
+    light and c rejections of one discriminant given per flavour (``{"bottom": ...,
+    "charm": ..., "light": ...}``); keyed ``"70"`` etc. Each rejection carries its
+    uncertainty, or is a lower limit (:func:`rejection_stats`); the README documents the keys."""
     b, c, light = by_flavour["bottom"], by_flavour["charm"], by_flavour["light"]
-    out: dict = {"auc_b_vs_light": auc(b, light) if len(light) else None,
-                 "auc_b_vs_charm": auc(b, c) if len(c) else None, "working_points": {}}
+    out: dict = {"auc_b_vs_light": auc(b, light) if len(light) and len(b) else None,
+                 "auc_b_vs_charm": auc(b, c) if len(c) and len(b) else None,
+                 "working_points": {}}
     for wp in working_points:
-        cut = cut_for_efficiency(b, wp)
-        light_rej, light_err = rejection(light, cut)
-        c_rej, c_err = rejection(c, cut)
-        out["working_points"][f"{round(wp * 100)}"] = {
-            "b_efficiency": wp, "cut": cut,
-            "light_rejection": light_rej, "light_rejection_err": light_err,
-            "c_rejection": c_rej, "c_rejection_err": c_err,
-        }
+        cut = cut_for_efficiency(b, wp) if len(b) else None
+        point: dict = {"b_efficiency": wp, "cut": cut,
+                       "b_efficiency_achieved": None if cut is None else
+                       float(np.count_nonzero(b > cut) / len(b)), "n_bottom": len(b)}
+        for name, background in (("light", light), ("c", c)):
+            stats = rejection_stats(background, cut)
+            point[f"{name}_rejection"] = stats["rejection"]
+            point[f"{name}_rejection_err"] = stats["rejection_err"]
+            point[f"{name}_rejection_lower_limit"] = stats["rejection_lower_limit"]
+            point[f"{name}_n_pass"] = stats["n_pass"]
+            point[f"n_{'charm' if name == 'c' else name}"] = stats["n_jets"]
+        out["working_points"][f"{round(wp * 100)}"] = point
     return out
 
 
 def roc_curve(signal: np.ndarray, background: np.ndarray,
               efficiencies: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Background rejection at each signal efficiency (NaN where no background passes)."""
-    out = np.full(len(efficiencies), np.nan)
+    """Background rejection at each signal efficiency (NaN where fewer than
+    :data:`MIN_PASSING` background jets pass, or the efficiency is out of reach)."""
+    return rejection_band(signal, background, efficiencies)[0]
+
+
+def rejection_band(signal: np.ndarray, background: np.ndarray,
+                   efficiencies: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rejection, its binomial uncertainty) at each signal efficiency; NaN where
+    :func:`rejection` gives None."""
+    values = np.full(len(efficiencies), np.nan)
+    errors = np.full(len(efficiencies), np.nan)
+    if len(signal) == 0 or len(background) == 0:
+        return values, errors
     for i, eff in enumerate(efficiencies):
-        rej, _ = rejection(background, cut_for_efficiency(signal, eff))
+        rej, err = rejection(background, cut_for_efficiency(signal, eff))
         if rej is not None:
-            out[i] = rej
-    return out
+            values[i], errors[i] = rej, err
+    return values, errors

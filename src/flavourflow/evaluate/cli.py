@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from flavourflow.core.defaults import default
 from flavourflow.core.flavours import WORKING_POINTS
 
 
@@ -17,7 +18,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--outdir", type=Path, required=True)
     p.add_argument("--fc", type=float, default=0.018, help="charm fraction f_c in D_b")
     p.add_argument("--working-points", type=float, nargs="+", default=list(WORKING_POINTS))
-    p.add_argument("--title", default="")
+    p.add_argument("--title", default="", help="what is shown (the model), above the plots")
+    p.add_argument("--label", nargs="*", default=[],
+                   help="lines under the experiment label: √s, sample, jet selection")
+    p.add_argument("--model", help="the model's name in messages (default: the network's folder)")
+    p.add_argument("--reference", default=default("evaluate.reference"),
+                   help="tagger of the ratio panels (default: the best baseline)")
     p.add_argument("--selection", default="{}",
                    help="JSON {pt_min, pt_max, abs_eta_min, abs_eta_max} (MeV): test jets kept")
 
@@ -36,5 +42,6 @@ def main(args: argparse.Namespace) -> int:
             isinstance(v, int | float) for v in selection.values()):
         raise FlavourflowError("--selection wants {key: number}", field="selection")
     core.run(args.network, args.variables, args.sample, args.history, args.outdir, args.fc,
-             args.working_points, args.title, selection)
+             args.working_points, args.title, selection, reference=args.reference,
+             text="\n".join(args.label), model=args.model)
     return 0

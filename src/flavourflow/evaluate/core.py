@@ -6,10 +6,9 @@ what Athena would run, not from Keras; the export stage has already proven the t
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import h5py
@@ -18,11 +17,12 @@ import numpy as np
 from flavourflow.core import inputs, progress, roc
 from flavourflow.core import split as splitting
 from flavourflow.core.errors import FlavourflowError
-from flavourflow.core.flavours import BASELINES, BOTTOM, CLASSES, LABEL_FIELD
+from flavourflow.core.flavours import BASELINES, CLASSES, LABEL_FIELD
 from flavourflow.core.h5files import open_h5
 from flavourflow.core.outputs import atomic_path, write_json
-from flavourflow.core.plots import figure, save
-from flavourflow.core.rejections import rejection_curves
+from flavourflow.core.rejections import best_baseline, rejection_curves
+from flavourflow.core.style import Figures
+from flavourflow.evaluate import plots
 from flavourflow.export.evaluator import LightweightGraph
 
 log = logging.getLogger(__name__)
@@ -120,88 +120,77 @@ def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: f
         out.attrs["f_c"] = f_c
         out.attrs["selection"] = json.dumps(selection or {}, sort_keys=True)
         out.attrs["network"] = str(network)
-    if n == 0:
-        raise FlavourflowError("no test jets", path=sample, field="eventNumber")
     return n
 
 
-def metrics(scores: Path, working_points: Sequence[float]) -> dict:
-    """Rejections at the working points and AUCs, for the network and the baselines."""
+def read_scores(scores: Path) -> np.ndarray:
+    """The test jets' columns of scores.h5 (a few per jet, not the dataset)."""
     with open_h5(scores) as f:
-        jets = f["jets"][...]  # a few columns per test jet; not the dataset
+        return f["jets"][...]
+
+
+def metrics(jets: np.ndarray, working_points: Sequence[float],
+            warn: Callable[[str], None] | None = None) -> dict:
+    """Rejections at the working points and AUCs, for the network and the baselines. NaN
+    scores are left out (``n_nan`` per tagger; ``warn`` hears of them)."""
     out: dict = {"n_jets": {fl.name: int(np.count_nonzero(jets[LABEL_FIELD] == fl.label))
                             for fl in CLASSES}, "taggers": {}}
     for tagger in ("D_b", *BASELINES):
-        flav = roc.by_flavour(jets[tagger], jets[LABEL_FIELD])
-        if len(flav[BOTTOM.name]) == 0:
-            raise FlavourflowError("no b jets in the test split", path=scores, field=LABEL_FIELD)
-        entry = roc.performance(flav, working_points)
-        out["taggers"]["network" if tagger == "D_b" else tagger] = entry
+        name = "network" if tagger == "D_b" else tagger
+        values = jets[tagger]
+        nan = np.isnan(values)
+        if nan.any() and warn:
+            warn(f"{np.count_nonzero(nan)} jets with a NaN {tagger} left out")
+        flav = roc.by_flavour(values[~nan], jets[LABEL_FIELD][~nan])
+        out["taggers"][name] = {**roc.performance(flav, working_points),
+                                "n_nan": int(np.count_nonzero(nan))}
     return out
 
 
-def plot_roc(scores: Path, stem: Path, title: str) -> None:
-    """Light and c rejection vs b efficiency, network against baselines."""
-    with open_h5(scores) as f:
-        jets = f["jets"][...]
-    labels = jets[LABEL_FIELD]
-    rejection_curves({"network" if tagger == "D_b" else tagger: roc.by_flavour(jets[tagger], labels)
-                      for tagger in ("D_b", *BASELINES)}, stem, title)
-
-
-def plot_discriminant(scores: Path, stem: Path, title: str) -> None:
-    """D_b per flavour, normalised."""
-    with open_h5(scores) as f:
-        jets = f["jets"][...]
-    fig, ax = figure(figsize=(6, 4.5))
-    finite = jets["D_b"][np.isfinite(jets["D_b"])]
-    bins = np.linspace(*np.percentile(finite, [0.1, 99.9]), 50)
-    for flav in CLASSES:
-        values = jets["D_b"][jets[LABEL_FIELD] == flav.label]
-        ax.hist(values, bins=bins, density=True, histtype="step", color=flav.colour,
-                label=f"{flav.name} ({len(values)})")
-    ax.set_xlabel("$D_b$")
-    ax.set_ylabel("normalised")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.set_title(title)
-    save(fig, stem)
-
-
-def plot_history(history: Path, stem: Path, title: str) -> None:
-    """Training and validation loss and accuracy per epoch."""
-    with open(history, newline="") as stream:
-        rows = list(csv.DictReader(stream))
-    if not rows:
-        raise FlavourflowError("no epochs recorded", path=history, field="epoch")
-    epochs = [int(r["epoch"]) for r in rows]
-    fig, axes = figure(1, 2, figsize=(11, 4.5))
-    for ax, key in zip(axes, ("loss", "sparse_categorical_accuracy"), strict=True):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            if prefix + key in rows[0]:
-                ax.plot(epochs, [float(r[prefix + key]) for r in rows], style,
-                        label=(prefix or "train_") + key)
-        ax.set_xlabel("epoch")
-        if ax.lines:
-            ax.legend()
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    save(fig, stem)
+#: The figures of one model on one sample (stems under the output folder), in report order.
+FIGURES = ("roc", "discriminant", "performance_vs_pt", "performance_vs_eta", "fc_scan",
+           "confusion", "training")
 
 
 def run(network: Path, variables_path: Path, sample: Path, history: Path, outdir: Path,
         f_c: float, working_points: Sequence[float], title: str,
-        selection: dict[str, float] | None = None) -> dict:
-    """Score, measure and plot; outputs under ``outdir``."""
+        selection: dict[str, float] | None = None, reference: str | None = None,
+        text: str = "", model: str | None = None) -> dict:
+    """Score, measure and plot; outputs under ``outdir``. A figure that bad input (no test
+    jets, a flavour without jets, an unreachable working point, NaN scores) prevents is a
+    placeholder naming the problem, with a one-line warning; the others are drawn."""
+    model = model or network.parent.name
+    figures = Figures(f"model {model}, sample {outdir.name}")
     variables = json.loads(variables_path.read_text())
     scores = outdir / "scores.h5"
     n = score(network, variables, sample, scores, f_c, selection=selection)
-    result = metrics(scores, working_points)
-    result["f_c"] = f_c
-    result["selection"] = selection or {}
-    plot_roc(scores, outdir / "roc", title)
-    plot_discriminant(scores, outdir / "discriminant", title)
-    plot_history(history, outdir / "training", title)
+    if n == 0:
+        figures.warn("all", f"no test jets in {sample}")
+    jets = read_scores(scores)
+    result = metrics(jets, working_points, lambda m: figures.warn("metrics", m))
+    reference = reference or best_baseline(result["taggers"], list(BASELINES))
+    result.update(f_c=f_c, selection=selection or {}, reference=reference)
+    finite = jets[~np.isnan(jets["D_b"])]
+    if len(finite) < len(jets):
+        for name in FIGURES[:-1]:
+            figures.warn(name, f"{len(jets) - len(finite)} jets with a NaN D_b left out")
+    taggers = {"network": roc.by_flavour(finite["D_b"], finite[LABEL_FIELD])}
+    for tagger in BASELINES:
+        keep = ~np.isnan(jets[tagger])
+        taggers[tagger] = roc.by_flavour(jets[tagger][keep], jets[LABEL_FIELD][keep])
+    style = {"text": text, "title": title}
+    figures.draw("roc", outdir / "roc", rejection_curves, taggers, title=title,
+                 reference=reference if reference in taggers else None, text=text)
+    figures.draw("discriminant", outdir / "discriminant", plots.discriminant, finite,
+                 working_points, **style)
+    for variable, stem in (("pt", "performance_vs_pt"), ("abs_eta", "performance_vs_eta")):
+        figures.draw(stem, outdir / stem, plots.performance_vs, finite, variable,
+                     working_points, **style)
+    figures.draw("fc_scan", outdir / "fc_scan", plots.fc_scan, finite, working_points, f_c,
+                 **style)
+    figures.draw("confusion", outdir / "confusion", plots.confusion, finite, **style)
+    figures.draw("training", outdir / "training", plots.history, history, **style)
+    result["problems"] = figures.problems
     write_json(outdir / "metrics.json", result)
     log.info("evaluated %d test jets of %s", n, sample)
     return result

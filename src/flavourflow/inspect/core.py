@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from flavourflow.core import progress, roc
+from flavourflow.core import plots, progress, roc
 from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import (
     ALL_FLAVOURS,
     BASELINES,
     BOTTOM,
+    CLASSES,
     DEFAULT_FC,
     LABEL_FIELD,
     LIGHT,
@@ -31,8 +32,9 @@ from flavourflow.core.flavours import (
 )
 from flavourflow.core.h5files import open_h5
 from flavourflow.core.outputs import write_json
-from flavourflow.core.plots import figure, save
-from flavourflow.core.rejections import rejection_curves
+from flavourflow.core.plots import save
+from flavourflow.core.rejections import best_baseline, rejection_curves
+from flavourflow.core.style import Figures, figure
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ class FlavourHistograms:
         n = len(self.names)
         cols = min(4, n)
         rows = math.ceil(n / cols)
-        fig, axes = figure(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+        fig, axes = plots.figure(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
         for ax, name in zip(axes.flat, self.names, strict=False):
             for flav in ALL_FLAVOURS:
                 h = self.counts[name][flav.name]
@@ -117,9 +119,69 @@ class FlavourHistograms:
         save(fig, stem)
 
 
+class Correlations:
+    """Pearson correlation matrices of some jet variables per flavour, accumulated block by
+    block over the jets where all of them are finite."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        k = len(self.names)
+        self.n = {f.name: 0 for f in CLASSES}
+        self.sums = {f.name: np.zeros(k) for f in CLASSES}
+        self.products = {f.name: np.zeros((k, k)) for f in CLASSES}
+
+    def fill(self, jets: np.ndarray) -> None:
+        x = np.stack([jets[n].astype(np.float64) for n in self.names], axis=1)
+        finite = np.isfinite(x).all(axis=1)
+        for flav in CLASSES:
+            rows = x[finite & (jets[LABEL_FIELD] == flav.label)]
+            self.n[flav.name] += len(rows)
+            self.sums[flav.name] += rows.sum(axis=0)
+            self.products[flav.name] += rows.T @ rows
+
+    def matrix(self, flavour: str) -> np.ndarray:
+        """The correlation matrix of ``flavour`` (NaN for fewer than 2 jets or a constant)."""
+        n = self.n[flavour]
+        if n < 2:
+            return np.full((len(self.names),) * 2, np.nan)
+        mean = self.sums[flavour] / n
+        cov = self.products[flavour] / n - np.outer(mean, mean)
+        sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return cov / np.outer(sd, sd)
+
+    def plot(self, *, stem: Path, text: str = "", title: str = "", warn=None):
+        """One heat map per flavour, the coefficients printed; returns the figure."""
+        k = len(self.names)
+        fig, axes = figure(1, len(CLASSES), figsize=(6.5 * len(CLASSES), 6.5), squeeze=False)
+        for ax, flav in zip(axes[0], CLASSES, strict=True):
+            matrix = self.matrix(flav.name)
+            if np.isnan(matrix).all() and warn:
+                warn(f"fewer than 2 {flav.name} jets with finite inputs")
+            image = ax.imshow(np.nan_to_num(matrix), cmap="RdBu_r", vmin=-1, vmax=1)
+            ax.set_xticks(range(k), self.names, rotation=90, fontsize=9)
+            ax.set_yticks(range(k), self.names, fontsize=9)
+            ax.minorticks_off()
+            ax.set_title(f"{flav.name} jets ({self.n[flav.name]})", loc="left", fontsize=12)
+            if k <= 12:
+                for i in range(k):
+                    for j in range(k):
+                        value = matrix[i, j]
+                        ax.text(j, i, "-" if np.isnan(value) else f"{value:.2f}",
+                                ha="center", va="center", fontsize=7,
+                                color="white" if abs(value) > 0.6 else "black")
+        fig.colorbar(image, ax=list(axes[0]), label="correlation coefficient", shrink=0.8)
+        fig.suptitle(f"{title}: correlations of the model inputs" +
+                     (f" ({text.splitlines()[0]})" if text else ""), fontsize=12)
+        save(fig, stem)
+        return fig
+
+
 def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float],
-        title: str, block_size: int = 100_000) -> dict:
-    """Histogram every input of ``sample``; baseline ROCs; summary.json."""
+        title: str, block_size: int = 100_000, correlated: Sequence[str] = ("pt", "eta"),
+        text: str = "") -> dict:
+    """Histogram every input of ``sample``; correlations of the ``correlated`` jet inputs per
+    flavour; baseline ROCs; summary.json."""
     with open_h5(sample) as f:
         for name in ("jets", "tracks"):
             if name not in f:
@@ -131,6 +193,11 @@ def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float]
         track_hists = FlavourHistograms(track_vars, n_bins)
         ip_hists = FlavourHistograms(IP_SIGNIFICANCES, len(IP_EDGES) - 1,
                                      edges=dict.fromkeys(IP_SIGNIFICANCES, IP_EDGES))
+        missing = [n for n in correlated if n not in jets.dtype.names]
+        if missing:
+            raise FlavourflowError("missing jets variable (a model input)", path=sample,
+                                   field=missing[0])
+        correlations = Correlations(correlated)
         n_displaced_light = 0
         starts = range(0, len(jets), block_size)
         for start in progress.track(starts, len(jets), f"inspect {Path(sample).name}", "jets",
@@ -138,6 +205,7 @@ def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float]
             j = jets[start : start + block_size]
             t = tracks[start : start + block_size]
             jet_hists.fill({n: j[n] for n in jet_vars}, j[LABEL_FIELD])
+            correlations.fill(j)
             valid = t["valid"]
             track_labels = np.broadcast_to(j[LABEL_FIELD][:, None], valid.shape)[valid]
             track_hists.fill({n: t[n][valid] for n in track_vars}, track_labels)
@@ -159,11 +227,16 @@ def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float]
     track_hists.plot(outdir / "track_inputs", f"{title}: track inputs (valid tracks)")
     ip_hists.plot(outdir / "ip_significance", f"{title}: impact-parameter significances")
 
+    figures = Figures(f"sample {title or Path(sample).stem}")
+    figures.draw("correlations", outdir / "correlations", correlations.plot, text=text,
+                 title=title)
     by_tagger = {name: roc.by_flavour(scores, labels)
                  for name, scores in baseline_scores(columns).items()}
-    rejection_curves(by_tagger, outdir / "baselines_roc", f"{title}: baseline taggers")
     baselines = {name: roc.performance(by_flav, working_points)
                  for name, by_flav in by_tagger.items()}
+    reference = best_baseline(baselines, list(baselines))
+    figures.draw("baselines_roc", outdir / "baselines_roc", rejection_curves, by_tagger,
+                 title="baseline taggers", reference=reference, text=text)
 
     n_all = sum(counts.values())
     summary = {
@@ -171,6 +244,13 @@ def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float]
         "fractions": {k: v / n_all for k, v in counts.items()},
         "baselines": baselines,
         "light_with_2_tracks_abs_sd0_gt_3": n_displaced_light / counts[LIGHT.name],
+        "working_points": list(working_points),
+        "reference": reference,
+        "correlations": {f.name: {"n_jets": correlations.n[f.name], "variables":
+                                  correlations.names, "matrix": np.nan_to_num(
+                                      correlations.matrix(f.name), nan=0.0).tolist()}
+                         for f in CLASSES},
+        "problems": figures.problems,
     }
     write_json(outdir / "summary.json", summary)
     log.info("inspected %d jets of %s: %s", n_all, sample, counts)
