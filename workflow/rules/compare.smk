@@ -17,10 +17,10 @@ def compare_report(folder):
     """The comparison's figure and table in the report, under "compare" and the sample."""
     sample = folder.rsplit("/", 1)[1]
     return {"table": report(f"{folder}/rejections.csv", caption="../report/compare_table.rst",
-                            category="4. compare", subcategory=sample,
+                            category="3. compare", subcategory=sample,
                             labels={"sample": sample, "figure": "rejections table"}),
             "figure": report(f"{folder}/roc.png", caption="../report/compare_roc.rst",
-                             category="4. compare", subcategory=sample,
+                             category="3. compare", subcategory=sample,
                              labels={"sample": sample, "figure": "rejection curves"})}
 
 
@@ -41,7 +41,7 @@ rule compare:
         title=lambda w: f"models and baselines" + (f" ({study_of(w)})" if study_of(w) else ""),
         label=lambda w: plot_label(w.sample, STUDIES[study_of(w)].get("selection")
                                    if study_of(w) else None),
-        reference=lambda w: evaluate_settings(w)["reference"],
+        reference=reference_option,
         code=code("compare"),
         versions=versions("compare"),
     log:
@@ -53,7 +53,7 @@ rule compare:
     shell:
         "{FLAVOURFLOW} compare --scores {params.scores:q} --outdir {params.outdir:q}"
         " --working-points {params.working_points} --title {params.title:q}"
-        " --label {params.label:q} --reference {params.reference:q} > {log:q} 2>&1"
+        " --label {params.label:q} {params.reference:q} > {log:q} 2>&1"
 
 
 # the same rule for a study: its inputs and params follow the study (compared_models)

@@ -13,14 +13,20 @@ def evaluate_settings(wildcards):
     return {"f_c": study.get("f_c", config["evaluate"]["f_c"]),
             "working_points": study.get("working_points", config["evaluate"]["working_points"]),
             "selection": as_json(study.get("selection", {})),
-            "reference": config["evaluate"].get("reference") or ""}
+            "reference": config["evaluate"].get("reference")}
+
+
+def reference_option(wildcards):
+    """`--reference <tagger>` when evaluate.reference names one (else the best baseline)."""
+    reference = evaluate_settings(wildcards)["reference"]
+    return ["--reference", reference] if reference else []
 
 
 def evaluate_figures(folder):
     """The PNGs of an evaluation (``folder``: results/evaluate/{model}/{sample}[.{study}]),
     each in the report under its model and sample, with its caption."""
     return [report(f"{folder}/{name}.png", caption=f"../report/evaluate_{name}.rst",
-                   category="3. evaluate: {model}", subcategory=folder.rsplit("/", 1)[1],
+                   category="2. evaluate {model}", subcategory=folder.rsplit("/", 1)[1],
                    labels={"model": "{model}", "sample": folder.rsplit("/", 1)[1],
                            "figure": name})
             for name in EVALUATE_PLOTS]
@@ -40,6 +46,7 @@ rule evaluate:
         figures=evaluate_figures("results/evaluate/{model}/{sample}"),
     params:
         settings=evaluate_settings,
+        reference=reference_option,
         working_points=lambda wildcards: evaluate_settings(wildcards)["working_points"],
         outdir=lambda wildcards, output: os.path.dirname(output.metrics),
         title=lambda w: f"{w.model}" + (f" ({study_of(w)})" if study_of(w) else ""),
@@ -59,7 +66,7 @@ rule evaluate:
         " --fc {params.settings[f_c]} --working-points {params.working_points}"
         " --selection {params.settings[selection]:q} --title {params.title:q}"
         " --label {params.label:q} --model {wildcards.model}"
-        " --reference {params.settings[reference]:q} > {log:q} 2>&1"
+        " {params.reference:q} > {log:q} 2>&1"
 
 
 # the same rule for a study: its params follow the study (evaluate_settings, study_of)

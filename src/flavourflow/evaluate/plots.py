@@ -244,6 +244,7 @@ def confusion(jets: np.ndarray, *, stem: Path, text: str = "", title: str = "",
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(names)), names)
     ax.minorticks_off()
+    ax.tick_params(which="both", length=0)
     ax.set_xlabel("predicted flavour (highest probability)")
     ax.set_ylabel("true flavour")
     for i in range(len(names)):

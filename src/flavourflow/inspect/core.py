@@ -162,6 +162,7 @@ class Correlations:
             ax.set_xticks(range(k), self.names, rotation=90, fontsize=9)
             ax.set_yticks(range(k), self.names, fontsize=9)
             ax.minorticks_off()
+            ax.tick_params(which="both", length=0)
             ax.set_title(f"{flav.name} jets ({self.n[flav.name]})", loc="left", fontsize=12)
             if k <= 12:
                 for i in range(k):
