@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from flavourflow.core import roc
+from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import BOTTOM, CHARM, LIGHT
 from flavourflow.core.plots import save
 from flavourflow.core.style import figure, headroom, label
@@ -43,6 +44,8 @@ def rejection_curves(taggers: Mapping[str, Mapping[str, np.ndarray]], stem: Path
     """
     if reference is not None and reference not in taggers:
         raise ValueError(f"reference tagger '{reference}' is not among {list(taggers)}")
+    if not any(len(by_flavour[BOTTOM.name]) for by_flavour in taggers.values()):
+        raise FlavourflowError("no b jets: no b-jet efficiency to draw against")
     fig, axes = figure(2, 2, figsize=(13, 6.5), sharex=True, squeeze=False,
                        gridspec_kw={"height_ratios": [3, 1], "hspace": 0.06, "wspace": 0.25})
     bands: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}

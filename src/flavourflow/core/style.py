@@ -35,12 +35,12 @@ def figure(*args: Any, **kwargs: Any):
 
 def label(ax, text: str = "", right: str = "") -> None:
     """The experiment label in the top left of ``ax`` (bold "flavourflow", italic
-    "Simulation"), then ``text`` (√s, sample, selection: one item per line) below it, and
-    ``right`` (e.g. the model) above the axes on the right."""
-    import mplhep
-
-    mplhep.label.exp_label(exp=EXPERIMENT, text=STATUS, data=True, loc=1, com=None,
-                           rlabel="", ax=ax, fontsize=13)
+    "Simulation", as ATLAS-style plots put theirs), then ``text`` (√s, sample, selection: one
+    item per line) below it, and ``right`` (e.g. the model) above the axes on the right.
+    (Plain text: mplhep's ``exp_label`` draws the whole figure to place its parts, a second
+    per label.)"""
+    ax.text(0.04, 0.955, rf"$\mathbf{{{EXPERIMENT}}}$ $\mathit{{{STATUS}}}$",
+            transform=ax.transAxes, va="top", ha="left", fontsize=15)
     if text:
         ax.text(0.04, 0.87, text, transform=ax.transAxes, va="top", ha="left", fontsize=10,
                 linespacing=1.3)
@@ -53,7 +53,8 @@ def headroom(ax, factor: float = 1.6, log_scale: bool | None = None) -> None:
     lo, hi = ax.get_ylim()
     log_scale = ax.get_yscale() == "log" if log_scale is None else log_scale
     if log_scale:
-        ax.set_ylim(lo, hi * (hi / lo) ** (factor - 1.0) if lo > 0 else hi * 10)
+        if lo > 0 and hi > lo:
+            ax.set_ylim(lo, hi * (hi / lo) ** (factor - 1.0))
     else:
         ax.set_ylim(lo, lo + (hi - lo) * factor)
 

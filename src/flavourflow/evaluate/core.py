@@ -156,20 +156,33 @@ def run(network: Path, variables_path: Path, sample: Path, history: Path, outdir
         f_c: float, working_points: Sequence[float], title: str,
         selection: dict[str, float] | None = None, reference: str | None = None,
         text: str = "", model: str | None = None) -> dict:
-    """Score, measure and plot; outputs under ``outdir``. A figure that bad input (no test
-    jets, a flavour without jets, an unreachable working point, NaN scores) prevents is a
-    placeholder naming the problem, with a one-line warning; the others are drawn."""
-    model = model or network.parent.name
-    figures = Figures(f"model {model}, sample {outdir.name}")
+    """Score the test jets, then measure and plot (:func:`measure_and_plot`); outputs under
+    ``outdir``."""
     variables = json.loads(variables_path.read_text())
     scores = outdir / "scores.h5"
     n = score(network, variables, sample, scores, f_c, selection=selection)
+    figures = Figures(f"model {model or network.parent.name}, sample {outdir.name}")
     if n == 0:
         figures.warn("all", f"no test jets in {sample}")
-    jets = read_scores(scores)
+    result = measure_and_plot(read_scores(scores), history, outdir, f_c, working_points,
+                              title, figures, reference=reference, text=text)
+    result["selection"] = selection or {}
+    write_json(outdir / "metrics.json", result)
+    log.info("evaluated %d test jets of %s", n, sample)
+    return result
+
+
+def measure_and_plot(jets: np.ndarray, history: Path, outdir: Path, f_c: float,
+                     working_points: Sequence[float], title: str, figures: Figures,
+                     reference: str | None = None, text: str = "") -> dict:
+    """Metrics and every figure of :data:`FIGURES` from the test jets' scores (as scores.h5
+    holds them). A figure that bad input (no jets, a flavour without jets, an unreachable
+    working point, NaN scores) prevents is a placeholder naming the problem, with a one-line
+    warning naming the model, the sample and the figure (``figures``); the others are
+    drawn. Returns the metrics, ``problems`` (those lines) included."""
     result = metrics(jets, working_points, lambda m: figures.warn("metrics", m))
     reference = reference or best_baseline(result["taggers"], list(BASELINES))
-    result.update(f_c=f_c, selection=selection or {}, reference=reference)
+    result.update(f_c=f_c, reference=reference)
     finite = jets[~np.isnan(jets["D_b"])]
     if len(finite) < len(jets):
         for name in FIGURES[:-1]:
@@ -191,6 +204,4 @@ def run(network: Path, variables_path: Path, sample: Path, history: Path, outdir
     figures.draw("confusion", outdir / "confusion", plots.confusion, finite, **style)
     figures.draw("training", outdir / "training", plots.history, history, **style)
     result["problems"] = figures.problems
-    write_json(outdir / "metrics.json", result)
-    log.info("evaluated %d test jets of %s", n, sample)
     return result
