@@ -18,7 +18,8 @@ from flavourflow.core.flavours import LABEL_FIELD
 N = 3000
 
 
-def write_scores(path: Path, d_b: np.ndarray, seed: int = 0, n: int = N) -> Path:
+def write_scores(path: Path, d_b: np.ndarray, seed: int = 0, n: int = N,
+                 f_c: float = 0.018) -> Path:
     """A scores.h5 as evaluate writes it (the columns compare reads)."""
     rng = np.random.default_rng(seed)
     labels = np.array([0, 4, 5])[np.arange(n) % 3]
@@ -31,6 +32,7 @@ def write_scores(path: Path, d_b: np.ndarray, seed: int = 0, n: int = N) -> Path
     jets["D_b"] = d_b[:n]
     with h5py.File(path, "w") as f:
         f.create_dataset("jets", data=jets)
+        f.attrs["f_c"] = f_c
     return path
 
 
@@ -52,9 +54,43 @@ def test_models_and_baselines_side_by_side(tmp_path: Path) -> None:
     b, light = jets["D_b"][jets[LABEL_FIELD] == 5], jets["D_b"][jets[LABEL_FIELD] == 0]
     assert result["taggers"]["good"]["auc_b_vs_light"] == roc.auc(b, light)
     assert json.loads((out / "metrics.json").read_text()) == result
+    assert result["f_c"] == 0.018 and result["reference"] == "ip2d_llr"  # the best baseline
     table = (out / "rejections.md").read_text().splitlines()
-    assert len(table) == 2 + 4 and table[2].startswith("| good | ")
+    assert table[0] == "| tagger | AUC b/light | cut 70 % | light rej. 70 % | c rej. 70 % |"
+    point = result["taggers"]["good"]["working_points"]["70"]
+    assert table[2] == (f"| good | {result['taggers']['good']['auc_b_vs_light']:.4f} | "
+                        f"{point['cut']:.4g} | {point['light_rejection']:.3g} ± "
+                        f"{point['light_rejection_err']:.2g} | {point['c_rejection']:.3g} ± "
+                        f"{point['c_rejection_err']:.2g} |")
+    assert len([line for line in table if line.startswith("| ")]) == 1 + 4
+    assert any("f_c = 0.018" in line for line in table)
+    import csv
+
+    rows = list(csv.DictReader((out / "rejections.csv").open()))
+    assert len(rows) == 4 * 2  # tagger x background at the one working point
+    good_light = next(r for r in rows if r["tagger"] == "good" and r["background"] == "light")
+    assert float(good_light["rejection"]) == point["light_rejection"]
+    assert int(good_light["n_pass"]) == point["light_n_pass"] and good_light["f_c"] == "0.018"
     assert (out / "roc.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_fewer_than_10_passing_is_a_lower_limit_and_f_c_must_agree(tmp_path: Path) -> None:
+    """A tagger that lets 3 of 1000 light jets pass at 70 %: "> X" in the table, an empty
+    rejection and the limit in the CSV, never the naive 1000/3; models whose D_b used
+    different f_c are refused, naming the file and the field."""
+    labels = np.array([0, 4, 5])[np.arange(N) % 3]
+    d_b = np.where(labels == 5, np.arange(N) / N + 1.0, 0.0)  # b jets above every other
+    d_b[np.flatnonzero(labels == 0)[:3]] = 5.0  # but 3 light jets above every b jet
+    sharp = write_scores(tmp_path / "sharp.h5", d_b)
+    result = core.run({"sharp": sharp}, [], tmp_path / "out", [0.7], "t")
+    point = result["taggers"]["sharp"]["working_points"]["70"]
+    assert point["light_rejection"] is None and point["light_n_pass"] == 3
+    assert 1000 / 3 / 3 < point["light_rejection_lower_limit"] < 1000 / 3
+    line = (tmp_path / "out/rejections.md").read_text().splitlines()[2]
+    assert f"> {point['light_rejection_lower_limit']:.3g}" in line and "333" not in line
+    other = write_scores(tmp_path / "other.h5", d_b, f_c=0.05)
+    with pytest.raises(FlavourflowError, match="other.h5: field 'f_c'"):
+        core.run({"sharp": sharp, "other": other}, [], tmp_path / "out2", [0.7], "t")
 
 
 def test_models_scored_on_other_jets_are_refused(tmp_path: Path) -> None:
