@@ -484,6 +484,9 @@ CONFIG_CASES = {
         "config: models.tutorial.options.hidden: architecture tutorial has no such option"),
     "evaluated_sample_missing": ({"evaluate": {"samples": ["ttbar", "zz"]}},
                                  "config: evaluate.samples: no sample 'zz'"),
+    "unknown_reference_tagger": ({"evaluate": {"reference": "dl2"}},
+                                 "config: evaluate.reference: 'dl2' is neither a model nor a"
+                                 " baseline (ip2d_llr, sv_sig)"),
 }
 
 

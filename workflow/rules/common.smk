@@ -260,6 +260,10 @@ def _check_references():
     for sample in config["evaluate"]["samples"]:
         if sample not in SAMPLES:
             raise ValueError(f"config: evaluate.samples: no sample '{sample}'")
+    reference = config["evaluate"].get("reference")
+    if reference and reference not in MODELS and reference not in configcheck.baselines():
+        raise ValueError(f"config: evaluate.reference: '{reference}' is neither a model nor a "
+                         f"baseline ({', '.join(configcheck.baselines())})")
     for sample in config["inject"].get("samples", []):
         if sample not in SAMPLES:
             raise ValueError(f"config: inject.samples: no sample '{sample}'")

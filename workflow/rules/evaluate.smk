@@ -17,9 +17,18 @@ def evaluate_settings(wildcards):
 
 
 def reference_option(wildcards):
-    """`--reference <tagger>` when evaluate.reference names one (else the best baseline)."""
+    """`--reference <tagger>` when evaluate.reference names one that this job has (a
+    baseline; the evaluated model itself is "network"; a compare job's models); else none:
+    the best baseline."""
     reference = evaluate_settings(wildcards)["reference"]
-    return ["--reference", reference] if reference else []
+    if not reference:
+        return []
+    if hasattr(wildcards, "model"):  # evaluate: the network and the baselines
+        if reference == wildcards.model:
+            return ["--reference", "network"]
+        return ["--reference", reference] if reference not in MODELS else []
+    return ["--reference", reference] if reference not in MODELS or \
+        reference in compared_models(wildcards) else []
 
 
 def evaluate_figures(folder):

@@ -67,6 +67,12 @@ def physlite_tagger_fields() -> frozenset[str]:
 
 
 @cache
+def baselines() -> tuple[str, ...]:
+    """The baseline discriminants evaluate and compare show next to the models."""
+    return tuple(_string(e, {}) for e in _assigned(_module("core/flavours.py"), "BASELINES").elts)
+
+
+@cache
 def architecture_options() -> dict[str, frozenset[str]]:
     """Architecture -> the options its builder takes."""
     tree = _module("train/models.py")
