@@ -61,7 +61,7 @@ def discriminant(jets: np.ndarray, working_points: Sequence[float], *, stem: Pat
                   label=f"{flav.name} jets ({len(values)})", linewidth=1.5)
     b = d_b[jets[LABEL_FIELD] == BOTTOM.label]
     ax.set_yscale("log")
-    headroom(ax, 2.0)
+    headroom(ax, 1.5)
     for wp in working_points:
         cut = roc.cut_for_efficiency(b, wp)
         if cut is None:
