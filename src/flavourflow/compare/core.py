@@ -79,7 +79,8 @@ def run(scores: Mapping[str, Path], baselines: Sequence[str], outdir: Path,
 
     taggers = {name: roc.by_flavour(values[~np.isnan(values)], labels[~np.isnan(values)])
                for name, values in discriminants.items()}
-    performances = {name: roc.performance(flav, working_points)
+    performances = {name: {**roc.performance(flav, working_points),
+                           "n_nan": int(np.count_nonzero(np.isnan(discriminants[name])))}
                     for name, flav in taggers.items()}
     reference = reference or best_baseline(performances, list(baselines))
     if reference is not None and reference not in taggers:
