@@ -80,7 +80,7 @@ def rejection_curves(taggers: Mapping[str, Mapping[str, np.ndarray]], stem: Path
         top.set_yscale("log")
         top.set_ylabel(f"{bkg.name}-jet rejection")
         if any(np.isfinite(v).any() for v in (bands[n, bkg.name][0] for n in taggers)):
-            headroom(top, 1.7)
+            headroom(top, 1.45)
         top.legend(loc="upper right", fontsize=10)
         label(top, text, right=title if col == 1 else "")
         bottom.set_xlabel("b-jet efficiency")

@@ -152,13 +152,19 @@ def performance_vs(jets: np.ndarray, variable: str, working_points: Sequence[flo
             if ax.lines:
                 headroom(ax, 1.8)
         axes[2, col].set_xlabel(xlabel)
-        axes[0, col].legend(loc="upper right", fontsize=9, ncols=2)
+        axes[1, col].legend(loc="upper right", fontsize=9, ncols=2)
         label(axes[0, col], text + ("\n" if text else "") +
               ("flat b efficiency per bin" if flat else "one global cut"),
               title if col == 1 else "")
     for ax in axes[2]:
         if variable == "pt":
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+
             ax.set_xscale("log")
+            ticks = [t for t in (20, 30, 50, 100, 200, 400, 1000) if edges[0] <= t <= edges[-1]]
+            ax.set_xticks(ticks)
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlim(edges[0], edges[-1])
     save(fig, stem)
     return fig
