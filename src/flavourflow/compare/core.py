@@ -132,9 +132,10 @@ def table(result: dict, working_points: Sequence[float]) -> str:
             f"{'-' if p['cut'] is None else format(p['cut'], '.4g')} | "
             f"{rejection_cell(p, 'light')} | {rejection_cell(p, 'c')}" for p in points) + " |")
     n = result["n_jets"]
-    notes = [f"Models' D_b with f_c = {result.get('f_c')}; ratios in roc.pdf to "
-             f"{result.get('reference')}. Test jets: {n['bottom']} b, {n['charm']} c, "
-             f"{n['light']} light.",
+    ratios = f"ratios in roc.pdf to {result['reference']}" if result.get("reference") else \
+        "no ratio panel (no reference tagger)"
+    notes = [f"Models' D_b with f_c = {result.get('f_c')}; {ratios}. Test jets: "
+             f"{n['bottom']} b, {n['charm']} c, {n['light']} light.",
              "± is the binomial statistical uncertainty of the background efficiency; "
              f"> X: fewer than {roc.MIN_PASSING} background jets pass, X is the "
              f"{round(roc.LIMIT_CL * 100)} % CL lower limit (Clopper-Pearson); "
