@@ -96,10 +96,8 @@ def test_network_with_track_inputs_and_a_log_variable(dumped: Path, tmp_path: Pa
                  "input_sequences": [{**graph["input_sequences"][0], "max_tracks": 3}],
                  "outputs": [{"name": "m", "labels": ["pu", "pc", "pb"]}], "split": SPLIT}
     (tmp_path / "variables.json").write_text(json.dumps(variables))
-    (tmp_path / "history.csv").write_text("epoch,loss,val_loss\n0,1.0,1.1\n")
     out = tmp_path / "eval"
-    core.run(tmp_path / "network.json", tmp_path / "variables.json", dumped,
-             tmp_path / "history.csv", out, f_c=0.1, working_points=[0.7], title="t")
+    core.score(tmp_path / "network.json", variables, dumped, out / "scores.h5", f_c=0.1)
 
     with h5py.File(dumped) as f:
         test = split.mask(f["jets"]["eventNumber"], "test", SPLIT["fractions"], SPLIT["seed"])
