@@ -293,7 +293,9 @@ def sample_fields(sample):
         parts = [sample_fields(entry["hybrid"][p]) for p in ("low", "high")]
         return parts[0][0] & parts[1][0], parts[0][1] & parts[1][1]
     fmt = entry.get("format", "flavourflow") if entry["source"] == "files" else "flavourflow"
-    if fmt == "physlite":
+    if fmt == "flavourflow":
+        tracks = tracks | configcheck.truth_track_fields()
+    elif fmt == "physlite":
         jets = jets | configcheck.physlite_tagger_fields()
     elif fmt == "mapping":
         try:

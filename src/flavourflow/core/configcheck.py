@@ -58,6 +58,13 @@ def dump_fields() -> tuple[frozenset[str], frozenset[str]]:
 
 
 @cache
+def truth_track_fields() -> frozenset[str]:
+    """Track truth fields (``TRUTH_TRACK_DTYPE``) of dumps of generated (flavourflow-format)
+    ntuples: the labels of the auxiliary tasks; PHYSLITE and mapped ntuples have none."""
+    return frozenset(_dtype_names(_module("dump/blocks.py"), "TRUTH_TRACK_DTYPE", {}))
+
+
+@cache
 def physlite_tagger_fields() -> frozenset[str]:
     """``<tagger>_<output>`` jet fields a PHYSLITE dump may add (those the file has)."""
     tree = _module("dump/physlite.py")
