@@ -249,9 +249,11 @@ def _check_references():
         if entry["sample"] not in SAMPLES:
             raise ValueError(f"config: models.{model}.sample: no sample '{entry['sample']}'")
         jets, tracks = entry.get("jet_variables", []), entry.get("track_variables", [])
-        if entry["architecture"] == "dips" and not tracks:
-            raise ValueError(f"config: models.{model}.track_variables: dips needs track inputs")
-        if entry["architecture"] != "dips" and (tracks or not jets):
+        over_tracks = entry["architecture"] in ("dips", "transformer")
+        if over_tracks and not tracks:
+            raise ValueError(f"config: models.{model}.track_variables: "
+                             f"{entry['architecture']} needs track inputs")
+        if not over_tracks and (tracks or not jets):
             raise ValueError(f"config: models.{model}.track_variables: "
                              f"{entry['architecture']} takes jet_variables only")
         for key in ("log_variables", "log1p_variables"):
@@ -319,6 +321,17 @@ def _check_models():
             raise ValueError(f"config: models.{model}.options.{key}: architecture "
                              f"{entry['architecture']} has no such option (it has "
                              f"{sorted(options[entry['architecture']]) or 'none'})")
+        aux = sorted(t for t, w in entry.get("aux_tasks", {}).items() if w > 0)
+        if aux and entry["architecture"] not in configcheck.aux_architectures():
+            raise ValueError(f"config: models.{model}.aux_tasks: architecture "
+                             f"{entry['architecture']} has no auxiliary tasks")
+        if aux and not entry.get("track_variables"):
+            raise ValueError(f"config: models.{model}.aux_tasks: need track_variables")
+        for field in sorted(configcheck.truth_track_fields()) if aux else ():
+            if field not in sample_fields(entry["sample"])[1]:
+                raise ValueError(f"config: models.{model}.aux_tasks: sample "
+                                 f"'{entry['sample']}' has no per-track truth '{field}' "
+                                 "(PHYSLITE and mapped samples carry none)")
         for sample in dict.fromkeys([entry["sample"], *sorted(evaluated)]):
             jets, tracks = sample_fields(sample)
             for key, fields in (("jet_variables", jets), ("track_variables", tracks)):
