@@ -1,7 +1,9 @@
-"""The evaluate stage: the deployed (lwtnn) network on the test split of a sample.
+"""The evaluate stage: the deployed network on the test split of a sample.
 
 Scores come from the exported `network.json` through our numpy lwtnn evaluator, i.e. from
-what Athena would run, not from Keras; the export stage has already proven the two agree.
+what Athena would run, not from Keras; for networks lwtnn cannot express (attention), from the
+exported `model.onnx` through onnxruntime. The export stage has already proven each agrees
+with Keras.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from flavourflow.core.h5files import open_h5
 from flavourflow.core.outputs import atomic_path, write_json
 from flavourflow.core.plots import figure, save
 from flavourflow.core.rejections import rejection_curves
-from flavourflow.export.evaluator import LightweightGraph
+from flavourflow.export import deployed
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: f
     (:mod:`flavourflow.core.inputs`: jet variables, ``log_`` transforms, the first
     ``max_tracks`` tracks of sequence inputs with their ``valid`` flags), in raw units.
     """
-    graph = LightweightGraph.from_file(network)
+    graph = deployed.load(network)
     labels = variables["outputs"][0]["labels"]
     fields = list(COPIED_FIELDS)
     dtype = np.dtype([*COPIED_FIELDS.items(), *((p, "f4") for p in labels), ("D_b", "f4")])
