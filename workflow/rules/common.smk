@@ -6,6 +6,7 @@ import hashlib
 import importlib.metadata
 import itertools
 import json
+import re
 import sys
 from functools import cache
 from pathlib import Path
@@ -379,12 +380,31 @@ def inspect_outputs():
     )
 
 
+#: Models whose architecture lwtnn cannot express: exported to ONNX alone (model.onnx and
+#: closure.json, Keras vs onnxruntime), evaluated and injected through onnxruntime.
+ONNX_ONLY_MODELS = [m for m, e in MODELS.items()
+                    if e["architecture"] in configcheck.onnx_only_architectures()]
+LWTNN_MODELS = [m for m in MODELS if m not in ONNX_ONLY_MODELS]
+
+
+def models_regex(names):
+    """A wildcard constraint matching exactly ``names`` (nothing when there are none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+def deployed(wildcards):
+    """The file a model is deployed as: lwtnn network.json, or model.onnx for ONNX-only."""
+    name = "model.onnx" if wildcards.model in ONNX_ONLY_MODELS else "network.json"
+    return f"results/export/{wildcards.model}/{name}"
+
+
 def export_outputs():
     return expand(
         "results/export/{model}/{name}",
-        model=MODELS,
+        model=LWTNN_MODELS,
         name=["network.json", "model.onnx", "closure.json", "inputs.json"],
-    )
+    ) + expand("results/export/{model}/{name}", model=ONNX_ONLY_MODELS,
+               name=["model.onnx", "closure.json"])
 
 
 def inject_samples():

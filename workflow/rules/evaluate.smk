@@ -20,7 +20,7 @@ def evaluate_settings(wildcards):
 
 rule evaluate:
     input:
-        network="results/export/{model}/network.json",
+        network=deployed,
         closure="results/export/{model}/closure.json",
         variables="results/preprocess/{model}/variables.json",
         history="results/train/{model}/history.csv",

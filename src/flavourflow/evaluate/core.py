@@ -37,6 +37,84 @@ COPIED_FIELDS = {"pt": "f4", "eta": "f4", "eventNumber": "i8", "jetIndex": "i4",
                  LABEL_FIELD: "i4", **dict.fromkeys(BASELINES, "f4")}
 
 
+#: Per-track truth fields the auxiliary-task metrics compare with (generated samples only).
+TRUTH_FIELDS = ("ftagTruthOriginLabel", "ftagTruthVertexIndex")
+#: A pair of tracks is called "same vertex" above this probability.
+VERTEX_THRESHOLD = 0.5
+
+
+class AuxMetrics:
+    """Running counts of the auxiliary tasks on the test jets: the track-origin confusion
+    matrix (truth x predicted, valid tracks) and the track-pair vertexing counts (pairs of
+    distinct valid tracks; truth "same" = same truth vertex index >= 0)."""
+
+    def __init__(self, labels: Sequence[str]) -> None:
+        self.labels = list(labels)
+        self.confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
+        self.pairs = dict.fromkeys(("true", "predicted", "both", "true_displaced",
+                                    "both_displaced", "predicted_displaced",
+                                    "both_predicted_displaced"), 0)
+
+    def origin(self, probs: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> None:
+        keep = valid & (truth >= 0)
+        predicted = probs.argmax(axis=-1)
+        n = len(self.labels)
+        self.confusion += np.bincount(truth[keep].astype(np.int64) * n + predicted[keep],
+                                      minlength=n * n).reshape(n, n)
+
+    def vertex(self, probs: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> None:
+        steps = valid.shape[1]
+        pairs = valid[:, :, None] & valid[:, None, :] & ~np.eye(steps, dtype=bool)
+        same = (truth[:, :, None] == truth[:, None, :]) & (truth[:, :, None] >= 0) & pairs
+        predicted = (probs[..., 0] > VERTEX_THRESHOLD) & pairs
+        displaced = (truth[:, :, None] > 0) & (truth[:, None, :] > 0)
+        away = (truth[:, :, None] != 0) & (truth[:, None, :] != 0) & pairs
+        for key, mask in (("true", same), ("predicted", predicted), ("both", same & predicted),
+                          ("true_displaced", same & displaced),
+                          ("both_displaced", same & displaced & predicted),
+                          ("predicted_displaced", predicted & away),
+                          ("both_predicted_displaced", predicted & away & same & displaced)):
+            self.pairs[key] += int(np.count_nonzero(mask)) // 2  # each pair counted once
+
+    def summary(self) -> dict:
+        out: dict = {}
+        if self.confusion.any():
+            truth_n = self.confusion.sum(axis=1)
+            pred_n = self.confusion.sum(axis=0)
+            diag = np.diag(self.confusion)
+            out["track_origin"] = {
+                "labels": self.labels,
+                "confusion": self.confusion.tolist(),
+                "confusion_axes": "rows: truth origin, columns: predicted (argmax)",
+                "efficiency": {lab: (float(d / t) if t else None) for lab, d, t in
+                               zip(self.labels, diag, truth_n, strict=True)},
+                "purity": {lab: (float(d / p) if p else None) for lab, d, p in
+                           zip(self.labels, diag, pred_n, strict=True)},
+                "truth_fraction": {lab: float(t / truth_n.sum()) for lab, t in
+                                   zip(self.labels, truth_n, strict=True)},
+                "accuracy": float(diag.sum() / self.confusion.sum()),
+                "n_tracks": int(self.confusion.sum()),
+            }
+        p = self.pairs
+        if p["true"] or p["predicted"]:
+            def ratio(a: int, b: int) -> float | None:
+                return float(a / b) if b else None
+            out["track_vertex"] = {
+                "threshold": VERTEX_THRESHOLD,
+                "pair_efficiency": ratio(p["both"], p["true"]),
+                "pair_purity": ratio(p["both"], p["predicted"]),
+                "displaced_pair_efficiency": ratio(p["both_displaced"], p["true_displaced"]),
+                "displaced_pair_purity": ratio(p["both_predicted_displaced"],
+                                               p["predicted_displaced"]),
+                "definitions": "pairs of distinct valid tracks; truth same = same truth vertex "
+                               "index >= 0; displaced: both tracks from one displaced truth "
+                               "vertex (index > 0); displaced purity: among predicted pairs "
+                               "of tracks neither from the primary vertex",
+                "counts": dict(p),
+            }
+        return out
+
+
 #: Evaluation-time jet selection keys (MeV), as a study's `selection` names them.
 SELECTION_KEYS = ("pt_min", "pt_max", "abs_eta_min", "abs_eta_max")
 
@@ -58,8 +136,12 @@ def selected(jets: np.ndarray, selection: dict[str, float]) -> np.ndarray:
 
 
 def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: float,
-          block_size: int = 100_000, selection: dict[str, float] | None = None) -> int:
+          block_size: int = 100_000, selection: dict[str, float] | None = None,
+          aux: AuxMetrics | None = None) -> int:
     """Write per-jet scores of the test split of ``sample`` to ``scores_out``; return count.
+
+    ``aux``: filled with the auxiliary tasks' metrics when the network has auxiliary outputs
+    (``track_origin``, ``track_vertex``) and the sample the per-track truth.
 
     ``selection`` (see :func:`selected`) keeps only some test jets: a study's cut applied
     when evaluating, so that asking for it retrains nothing.
@@ -95,6 +177,10 @@ def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: f
                 track_fields += [v.field for v in
                                  inputs.node_variables(spec, tracks.dtype.names, sample)]
             track_fields = list(dict.fromkeys([*track_fields, inputs.VALID_FIELD]))
+            if aux is not None and not set(TRUTH_FIELDS) <= set(tracks.dtype.names):
+                aux = None  # no truth in this sample (PHYSLITE, mapped): no aux metrics
+            if aux is not None:
+                track_fields += list(TRUTH_FIELDS)
         ds = out.create_dataset("jets", shape=(0,), maxshape=(None,), dtype=dtype,
                                 chunks=(4096,), compression="lzf")
         starts = range(0, len(jets), block_size)
@@ -109,7 +195,10 @@ def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: f
             if tracks is not None:
                 trk = tracks.fields(track_fields)[start : start + block_size][test]
             x, seqs = inputs.lwtnn_inputs(block, trk, variables, sample)
-            probs = graph.compute(x, seqs, replace_nan=True)
+            if aux is not None and sequences:
+                probs = _with_aux(graph, x, seqs, trk, aux)
+            else:
+                probs = graph.compute(x, seqs, replace_nan=True)
             rows = np.zeros(len(block), dtype=dtype)
             for f in fields:
                 rows[f] = block[f]
@@ -125,6 +214,23 @@ def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: f
     if n == 0:
         raise FlavourflowError("no test jets", path=sample, field="eventNumber")
     return n
+
+
+def _with_aux(graph, x: dict, seqs: dict, trk: np.ndarray, aux: AuxMetrics) -> np.ndarray:
+    """The flavour probabilities, the auxiliary outputs counted into ``aux``."""
+    names = [n for n in graph.output_names[1:] if n in ("track_origin", "track_vertex")]
+    if not names:
+        return graph.compute(x, seqs, replace_nan=True)
+    flavour, *outs = graph.compute_many(x, seqs, [graph.output_names[0], *names],
+                                        replace_nan=True)
+    _, valid = next(iter(seqs.values()))
+    steps = valid.shape[1]
+    for name, out in zip(names, outs, strict=True):
+        if name == "track_origin":
+            aux.origin(out, trk["ftagTruthOriginLabel"][:, :steps], valid)
+        else:
+            aux.vertex(out, trk["ftagTruthVertexIndex"][:, :steps], valid)
+    return flavour
 
 
 def metrics(scores: Path, working_points: Sequence[float]) -> dict:
@@ -170,6 +276,12 @@ def plot_discriminant(scores: Path, stem: Path, title: str) -> None:
     save(fig, stem)
 
 
+def graph_labels(network: Path, output: str) -> list[str]:
+    """Labels of an output of the deployed network (none if it has no such output)."""
+    graph = deployed.load(network)
+    return graph.labels(output) if output in graph.output_names else []
+
+
 def plot_history(history: Path, stem: Path, title: str) -> None:
     """Training and validation loss and accuracy per epoch."""
     with open(history, newline="") as stream:
@@ -197,8 +309,14 @@ def run(network: Path, variables_path: Path, sample: Path, history: Path, outdir
     """Score, measure and plot; outputs under ``outdir``."""
     variables = json.loads(variables_path.read_text())
     scores = outdir / "scores.h5"
-    n = score(network, variables, sample, scores, f_c, selection=selection)
+    graph_outputs = []
+    if deployed.is_onnx(network):
+        graph_outputs = deployed.load(network).output_names[1:]
+    aux = AuxMetrics(graph_labels(network, "track_origin")) if graph_outputs else None
+    n = score(network, variables, sample, scores, f_c, selection=selection, aux=aux)
     result = metrics(scores, working_points)
+    if aux is not None and aux.summary():
+        result["aux_tasks"] = aux.summary()
     result["f_c"] = f_c
     result["selection"] = selection or {}
     plot_roc(scores, outdir / "roc", title)
