@@ -46,6 +46,7 @@ OPTIONS = {
     "dips": {"track_hidden": [64, 64, 32], "hidden": [64, 32], "activation": "relu",
              "batch_norm": True, "dropout": 0.1},
     "transformer": {"embed_dim": 32, "heads": 4, "layers": 2, "ff_dim": 64, "pool_heads": 2,
+                    "sum_pooling": True,
                     "hidden": [64, 32]},
 }
 AUX = {"track_origin": 0.5, "track_vertex": 0.5}

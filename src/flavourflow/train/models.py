@@ -122,19 +122,27 @@ AUX_TASKS = {"track_origin": 8, "track_vertex": 1}
 
 def transformer(shapes: Shapes, n_classes: int, embed_dim: int = 48, heads: int = 4,
                 layers: int = 3, ff_dim: int = 96, pool_heads: int = 2,
-                hidden: Sequence[int] = (64, 32), activation: str = "relu",
-                dropout: float = 0.0, aux: Sequence[str] = ()):
+                sum_pooling: bool = True, hidden: Sequence[int] = (64, 32),
+                activation: str = "relu", dropout: float = 0.0, aux: Sequence[str] = ()):
     """A GN2-style transformer over tracks: a per-track embedding, ``layers`` pre-norm encoder
     blocks of masked multi-head self-attention (padded tracks neither attend nor are attended
-    to) and a feed-forward network, attention pooling over the valid tracks, then (with the
-    jet inputs, if any) a jet network and the flavour softmax ``probabilities``.
+    to) and a feed-forward network, attention pooling over the valid tracks (with
+    ``sum_pooling``, beside the sum over them, deep-sets style: attention pooling is a weighted
+    mean and forgets how many tracks there are), then (with the jet inputs, if any) a jet
+    network and the flavour softmax ``probabilities``.
 
     ``aux`` adds auxiliary heads on the encoded tracks: ``track_origin`` (softmax over the
     8 truth-origin classes per track, [N, T, 8]) and ``track_vertex`` (probability that two
     tracks share a production vertex, [N, T, T, 1], symmetric). Outputs in that order."""
     import keras
 
-    from flavourflow.export.layers import AttentionPooling, MaskedSteps, PairFeatures, PairMask
+    from flavourflow.export.layers import (
+        AttentionPooling,
+        MaskedSteps,
+        MaskedSum,
+        PairFeatures,
+        PairMask,
+    )
 
     unknown = set(aux) - set(AUX_TASKS)
     if unknown:
@@ -160,6 +168,9 @@ def transformer(shapes: Shapes, n_classes: int, embed_dim: int = 48, heads: int 
         x = keras.layers.Add(name=f"encoder_{i}_add_1")([x, h])
     x = keras.layers.LayerNormalization(name="encoder_norm")(x)
     pooled = AttentionPooling(pool_heads, name="attention_pooling")([x, valid])
+    if sum_pooling:
+        summed = MaskedSum(name="sum_over_tracks")([x, valid])
+        pooled = keras.layers.Concatenate(name="pooled")([pooled, summed])
     inputs = [tracks, valid]
     if shapes.n_jet:
         jets = keras.Input(shape=(shapes.n_jet,), name=shapes.jet_name)
