@@ -2,6 +2,14 @@
 
     .venv/bin/python benchmarks/bench_train.py --preprocessed results/preprocess/dips \
         --architecture dips [--epochs 4] [--batch-size 256] [--repeats 2] [--rounds 6]
+        [--max-jets N] [--aux]
+
+Architectures: tutorial, dl1, dips, transformer (options as in config/config.yaml and
+config/transformer.yaml); ``--aux`` trains the transformer with its auxiliary track tasks
+(a folder preprocessed with the truth, e.g. results/preprocess/transformer_aux), the targets
+built by :func:`flavourflow.train.data.with_aux_targets` from either source. ``--max-jets``
+uses the first N training jets only (the split is shuffled: a uniform subset), so that the
+slow architectures measure in minutes.
 
 The same model (``models.build`` with the same options and seed), batch size, optimizer and
 loss, on the same training split; only the data source differs. ``memmap``: the stage's input
@@ -37,7 +45,27 @@ OPTIONS = {
     "dl1": {"hidden": [64, 64, 32], "activation": "relu", "batch_norm": True, "dropout": 0.1},
     "dips": {"track_hidden": [64, 64, 32], "hidden": [64, 32], "activation": "relu",
              "batch_norm": True, "dropout": 0.1},
+    "transformer": {"embed_dim": 32, "heads": 4, "layers": 2, "ff_dim": 64, "pool_heads": 2,
+                    "sum_pooling": True,
+                    "hidden": [64, 32]},
 }
+AUX = {"track_origin": 0.5, "track_vertex": 0.5}
+
+
+def _first(split, n: int):
+    """``split`` cut to its first ``n`` rows (the rest counted as trailing bytes)."""
+    import dataclasses
+
+    from flavourflow.train import data
+
+    def cut(m):
+        if m.rows <= n:
+            return m
+        return dataclasses.replace(m, rows=n, trailing_bytes=m.trailing_bytes
+                                   + (m.rows - n) * m.row_bytes)
+
+    return data.Split(tuple(cut(m) for m in split.inputs), cut(split.labels),
+                      cut(split.weights))
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -52,21 +80,27 @@ def worker(args: argparse.Namespace) -> None:
     pre = args.preprocessed
     variables = json.loads((pre / "variables.json").read_text())
     names, shapes = core._input_names(variables)
+    aux = tuple(AUX) if args.aux else ()
+    n_inputs = len(names)
+    if aux:
+        names = [*names, *data.TRUTH_STEMS]
     if args.mode == "stage":
         with tempfile.TemporaryDirectory() as tmp:
             info = core.run(pre, Path(tmp) / "m.keras", Path(tmp) / "h.csv",
                             Path(tmp) / "t.json", core.Settings(
                                 architecture=args.architecture, epochs=args.epochs,
                                 batch_size=args.batch_size, learning_rate=1e-3, seed=1,
-                                options=OPTIONS[args.architecture]))
+                                options=OPTIONS[args.architecture],
+                                aux_tasks=AUX if aux else {}))
         print(json.dumps({"jets_per_second": info["jets_per_second"]}))
         return
-    train = data.open_split(pre, "train", names)
+    train = _first(data.open_split(pre, "train", names), args.max_jets)
     keras.utils.set_random_seed(1)
-    model = models.build(args.architecture, OPTIONS[args.architecture], shapes, 3, fast=True)
+    model = models.build(args.architecture, OPTIONS[args.architecture], shapes, 3, fast=True,
+                         aux=aux)
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss="sparse_categorical_crossentropy",
-                  weighted_metrics=["sparse_categorical_accuracy"])
+                  **core._losses(core.Settings(args.architecture, 1, 1, 1e-3, 1,
+                                               aux_tasks=AUX if aux else {})))
     seconds: list[float] = []
 
     class Timer(keras.callbacks.Callback):
@@ -80,23 +114,38 @@ def worker(args: argparse.Namespace) -> None:
             seconds.append(self.last - self.start)
 
     arrays: tuple = ()
+    n = len(train)
     if args.mode != "memmap":
-        x = [np.load(pre / f"train_{n}.npy") for n in names]  # whole arrays, in memory
-        arrays = (x if len(x) > 1 else x[0], np.load(pre / "train_labels.npy").astype(np.int32),
-                  np.load(pre / "train_weights.npy"))
+        x = [np.load(pre / f"train_{n}.npy")[: args.max_jets] for n in names]  # in memory
+        arrays = (x if len(x) > 1 else x[0],
+                  np.load(pre / "train_labels.npy")[: args.max_jets].astype(np.int32),
+                  np.load(pre / "train_weights.npy")[: args.max_jets])
+
+    def in_memory(epoch: int):
+        """The in-memory arrays, shuffled per epoch, with the auxiliary targets."""
+        import tensorflow as tf
+
+        dataset = tf.data.Dataset.from_tensor_slices((tuple(arrays[0]), arrays[1], arrays[2]))
+        dataset = dataset.shuffle(n, seed=epoch).batch(args.batch_size)
+        return data.with_aux_targets(dataset, aux, n_inputs)
 
     def fit(source: str, first: int, epochs: int) -> None:
         if source == "memmap":  # as the stage does: one fit per epoch, on its batches
             for epoch in range(first, epochs):
-                model.fit(data.make_dataset(train, args.batch_size, 1, epoch),
-                          epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
+                dataset = data.make_dataset(train, args.batch_size, 1, epoch)
+                if aux:
+                    dataset = data.with_aux_targets(dataset, aux, n_inputs)
+                model.fit(dataset, epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
+                          callbacks=[Timer()], verbose=0)
+        elif aux:
+            for epoch in range(first, epochs):
+                model.fit(in_memory(epoch), epochs=epoch + 1, initial_epoch=epoch,
                           callbacks=[Timer()], verbose=0)
         else:
             model.fit(arrays[0], arrays[1], sample_weight=arrays[2],
                       batch_size=args.batch_size, epochs=epochs, initial_epoch=first,
                       shuffle=True, callbacks=[Timer()], verbose=0)
 
-    n = len(train)
     if args.mode == "alternate":
         for r in range(args.rounds):
             for source in ("memmap", "numpy"):
@@ -113,7 +162,8 @@ def measure(args: argparse.Namespace, mode: str) -> tuple[dict, float]:
     command = [sys.executable, __file__, "--worker", mode, "--preprocessed",
                str(args.preprocessed), "--architecture", args.architecture, "--epochs",
                str(args.epochs), "--batch-size", str(args.batch_size), "--rounds",
-               str(args.rounds)]
+               str(args.rounds), "--max-jets", str(args.max_jets),
+               *(["--aux"] if args.aux else [])]
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -134,6 +184,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--stage", action="store_true", help="also time train.core.run")
+    parser.add_argument("--max-jets", type=int, default=10**12,
+                        help="train on the first N training jets only")
+    parser.add_argument("--aux", action="store_true",
+                        help="transformer: with the auxiliary track tasks")
     parser.add_argument("--worker", choices=["memmap", "numpy", "stage", "alternate"],
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -145,7 +199,8 @@ def main() -> None:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    print(f"{args.architecture} on {args.preprocessed}, batch {args.batch_size}, "
+    print(f"{args.architecture}{' with aux tasks' if args.aux else ''} on "
+          f"{args.preprocessed}, batch {args.batch_size}, "
           f"{args.epochs} epochs, device {'GPU' if gpus else 'CPU'}")
     side, _ = measure(args, "alternate")
     pairs = list(zip(side["memmap"], side["numpy"], strict=True))[1:]  # round 0: tracing

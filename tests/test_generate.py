@@ -25,6 +25,8 @@ EXPECTED_TYPES = {
     "jet_HadronConeExclTruthLabelID": "std::vector<std::int32_t>", "jet_truthHadron_pt": JET,
     "jet_truthHadron_Lxy": JET,
     **{f"jet_trk_{k}": "std::vector<std::vector<float>>" for k in writer.TRACK_FIELDS},
+    **{f"jet_trk_{k}": "std::vector<std::vector<std::int32_t>>"
+       for k in writer.TRACK_TRUTH_FIELDS},
 }
 PT_MIN, ETA_MAX = 20_000.0, 2.5
 

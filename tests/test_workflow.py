@@ -72,6 +72,31 @@ def test_wrong_type_fails_and_names_the_key(tmp_path: Path) -> None:
     assert "On instance['dump']['max_tracks']" in output and "'many'" in output
 
 
+def test_aux_tasks_on_a_sample_without_truth_fail_when_planning(tmp_path: Path) -> None:
+    """Auxiliary tasks need per-track truth, which PHYSLITE lacks: one line naming the model,
+    the sample and the field, before any job."""
+    work = copy_checkout(tmp_path)
+    tiny = yaml.safe_load((work / "config/tiny.yaml").read_text())
+    tiny["samples"]["run3"] = {"source": "files", "format": "physlite",
+                               "files": ["run3.root"]}
+    tiny["models"]["transformer"]["sample"] = "run3"
+    (work / "aux.yaml").write_text(yaml.safe_dump(tiny))
+    result = snakemake(work, "-n", "--configfile", "aux.yaml", check=False)
+    assert result.returncode != 0
+    assert ("config: models.transformer.aux_tasks: sample 'run3' has no per-track truth "
+            "'ftagTruthOriginLabel' (PHYSLITE and mapped samples carry none)") in \
+        result.stdout + result.stderr
+    # and a dips model cannot have them
+    tiny = yaml.safe_load((work / "config/tiny.yaml").read_text())
+    tiny["models"]["dips"]["aux_tasks"] = {"track_origin": 1.0}
+    (work / "aux.yaml").write_text(yaml.safe_dump(tiny))
+    result = snakemake(work, "-n", "--configfile", "aux.yaml", check=False)
+    assert result.returncode != 0
+    assert "config: models.dips.aux_tasks: architecture dips has no auxiliary tasks" in \
+        result.stdout + result.stderr
+    assert not (work / "results").exists()
+
+
 def test_hybrid_sample_plans_both_components_and_the_pt_windows(tmp_path: Path) -> None:
     work = copy_checkout(tmp_path)
     generator = {"process": "zprime", "shards": 3, "events_per_shard": 10, "seed": 2}
@@ -135,7 +160,7 @@ def test_physlite_sample_through_the_dag(tiny: Path) -> None:
                                                  "files": [path]}},
                             "evaluate": {"samples": ["ttbar", "run3"]}}, "run3.yaml")
     assert planned_jobs(work, *config) == {
-        "dump": 1, "merge": 1, "inspect": 1, "evaluate": 3, "compare": 1, "inject": 3,
+        "dump": 1, "merge": 1, "inspect": 1, "evaluate": 4, "compare": 1, "inject": 4,
         "all": 1}
     snakemake(work, "--cores", "2", *config)
     summary = json.loads((work / "results/inspect/run3/summary.json").read_text())
@@ -242,8 +267,29 @@ def test_tiny_end_to_end(tiny: Path) -> None:
         assert light_70(network) > 3.0, model
     assert light_70(metrics["taggers"]["network"]) >= 0.5 * best_input
     compared = json.loads((work / "results/compare/ttbar/metrics.json").read_text())
-    assert set(compared["taggers"]) == {"tutorial", "dl1", "dips", "ip2d_llr", "sv_sig"}
+    assert set(compared["taggers"]) == {"tutorial", "dl1", "dips", "transformer", "ip2d_llr",
+                                        "sv_sig"}
     assert compared["taggers"]["tutorial"] == metrics["taggers"]["network"]
+
+    # the transformer: ONNX alone (no lwtnn file), its closure on every test jet plus the
+    # edge jets, evaluated through onnxruntime with the auxiliary-task metrics
+    exported = work / "results/export/transformer"
+    assert (exported / "model.onnx").is_file() and not (exported / "network.json").exists()
+    closure = json.loads((exported / "closure.json").read_text())
+    n_test = len(np.load(work / "results/preprocess/transformer/test_labels.npy"))
+    assert closure["passed"] and closure["n_test_jets"] == n_test
+    assert closure["max_abs_diff_overall"] <= 1e-5
+    assert set(closure["comparisons"]["keras_vs_onnx"]["by_output"]) == {
+        "transformer", "track_origin", "track_vertex"}
+    evaluated = json.loads((work / "results/evaluate/transformer/ttbar/metrics.json"
+                            ).read_text())
+    assert evaluated["taggers"]["network"]["auc_b_vs_light"] > 0.5
+    origin = evaluated["aux_tasks"]["track_origin"]
+    assert sum(map(sum, origin["confusion"])) == origin["n_tracks"] > 0
+    assert 0 <= evaluated["aux_tasks"]["track_vertex"]["pair_purity"] <= 1
+    assert compared["taggers"]["transformer"] == evaluated["taggers"]["network"]
+    for shard in ("shard_0", "shard_1"):
+        assert (work / f"results/inject/transformer/ttbar/{shard}.h5").is_file()
 
     # inject: per shard, a friend with one entry per original event, in the original's order
     import uproot
@@ -261,11 +307,13 @@ def test_tiny_end_to_end(tiny: Path) -> None:
     assert bench[0].split("\t")[:3] == ["s", "h:m:s", "max_rss"] and len(bench) == 2
 
 
-# The rerun promise on the tiny config (2 shards, 3 models, inject on), as the README's table
-# states it: change -> the jobs `snakemake -n` plans, per rule.
-AFTER_THE_GATE = {"closure": 3, "evaluate": 3, "inject": 6, "compare": 1, "all": 1}
-DOWNSTREAM_OF_EXPORT = {"export": 3, **AFTER_THE_GATE}
-DOWNSTREAM_OF_PREPROCESS = {"preprocess": 3, "train": 3, **DOWNSTREAM_OF_EXPORT}
+# The rerun promise on the tiny config (2 shards, 3 lwtnn models and an ONNX-only transformer,
+# inject on), as the README's table states it: change -> the jobs `snakemake -n` plans, per
+# rule.
+AFTER_THE_GATE = {"closure": 3, "closure_onnx": 1, "evaluate": 4, "inject": 8, "compare": 1,
+                  "all": 1}
+DOWNSTREAM_OF_EXPORT = {"export": 3, "export_onnx": 1, **AFTER_THE_GATE}
+DOWNSTREAM_OF_PREPROCESS = {"preprocess": 4, "train": 4, **DOWNSTREAM_OF_EXPORT}
 DOWNSTREAM_OF_DUMP = {"dump": 2, "merge": 1, "inspect": 1, **DOWNSTREAM_OF_PREPROCESS}
 EVERYTHING = {"generate": 2, **DOWNSTREAM_OF_DUMP}
 ONE_MODEL = {"train": 1, "export": 1, "closure": 1, "evaluate": 1, "inject": 2, "compare": 1,
@@ -278,11 +326,11 @@ CONFIG_MATRIX = [
     ("hdf5_file_locking", {"hdf5_file_locking": False}, {}),
     ("inspect.bins", {"inspect": {"bins": 20}}, {"inspect": 1, "all": 1}),
     ("evaluate.f_c", {"evaluate": {"f_c": 0.05}},
-     {"evaluate": 3, "inject": 6, "compare": 1, "all": 1}),
+     {"evaluate": 4, "inject": 8, "compare": 1, "all": 1}),
     ("evaluate.working_points", {"evaluate": {"working_points": [0.6, 0.7]}},
-     {"inspect": 1, "evaluate": 3, "compare": 1, "all": 1}),
+     {"inspect": 1, "evaluate": 4, "compare": 1, "all": 1}),
     ("evaluate.reference", {"evaluate": {"reference": "sv_sig"}},
-     {"evaluate": 3, "compare": 1, "all": 1}),
+     {"evaluate": 4, "compare": 1, "all": 1}),
     ("export.tolerance", {"export": {"tolerance": 2e-5}}, AFTER_THE_GATE),
     ("export.max_jets", {"export": {"max_jets": 500}}, AFTER_THE_GATE),
     ("export.onnx_opset", {"export": {"onnx_opset": 16}}, DOWNSTREAM_OF_EXPORT),
@@ -298,14 +346,15 @@ CONFIG_MATRIX = [
 # a comment added to a module reruns the stages that import it, and what depends on them
 CODE_MATRIX = [
     ("inspect/core.py", {"inspect": 1, "all": 1}),
-    ("core/rejections.py", {"inspect": 1, "evaluate": 3, "compare": 1, "all": 1}),
-    ("core/style.py", {"inspect": 1, "evaluate": 3, "compare": 1, "all": 1}),
-    ("evaluate/plots.py", {"evaluate": 3, "compare": 1, "all": 1}),
-    ("core/roc.py", {"inspect": 1, "evaluate": 3, "compare": 1, "inject": 6, "all": 1}),
+    ("core/rejections.py", {"inspect": 1, "evaluate": 4, "compare": 1, "all": 1}),
+    ("core/style.py", {"inspect": 1, "evaluate": 4, "compare": 1, "all": 1}),
+    ("evaluate/plots.py", {"evaluate": 4, "compare": 1, "all": 1}),
+    ("core/roc.py", {"inspect": 1, "evaluate": 4, "compare": 1, "inject": 8, "all": 1}),
     ("core/plots.py", {"inspect": 1, **DOWNSTREAM_OF_PREPROCESS}),
     ("export/evaluator.py", DOWNSTREAM_OF_EXPORT),
     ("export/lwtnn.py", DOWNSTREAM_OF_EXPORT),
-    ("train/models.py", {**DOWNSTREAM_OF_EXPORT, "train": 3}),
+    ("train/models.py", {**DOWNSTREAM_OF_EXPORT, "train": 4}),
+    ("generate/truth.py", EVERYTHING),
     ("dump/h5.py", DOWNSTREAM_OF_DUMP),
     ("core/flavours.py", EVERYTHING),
     ("cli.py", EVERYTHING),
@@ -398,9 +447,9 @@ def test_study_stands_beside_the_default_and_reruns_only_evaluation(tiny: Path) 
     default = tiny / "results/compare/ttbar/rejections.md"
     before = default.stat().st_mtime_ns
     target = "results/compare/ttbar.pt30/rejections.md"
-    assert planned_jobs(tiny, target, *studies) == {"evaluate_study": 3, "compare_study": 1}
+    assert planned_jobs(tiny, target, *studies) == {"evaluate_study": 4, "compare_study": 1}
     assert planned_jobs(tiny, "studies", *studies) == {
-        "evaluate_study": 5, "compare_study": 2, "studies": 1}
+        "evaluate_study": 6, "compare_study": 2, "studies": 1}
     snakemake(tiny, "--cores", "2", target, *studies)
     assert planned_jobs(tiny, target, *studies) == {}
     assert default.stat().st_mtime_ns == before

@@ -6,6 +6,7 @@ import hashlib
 import importlib.metadata
 import itertools
 import json
+import re
 import sys
 from functools import cache
 from pathlib import Path
@@ -249,9 +250,11 @@ def _check_references():
         if entry["sample"] not in SAMPLES:
             raise ValueError(f"config: models.{model}.sample: no sample '{entry['sample']}'")
         jets, tracks = entry.get("jet_variables", []), entry.get("track_variables", [])
-        if entry["architecture"] == "dips" and not tracks:
-            raise ValueError(f"config: models.{model}.track_variables: dips needs track inputs")
-        if entry["architecture"] != "dips" and (tracks or not jets):
+        over_tracks = entry["architecture"] in ("dips", "transformer")
+        if over_tracks and not tracks:
+            raise ValueError(f"config: models.{model}.track_variables: "
+                             f"{entry['architecture']} needs track inputs")
+        if not over_tracks and (tracks or not jets):
             raise ValueError(f"config: models.{model}.track_variables: "
                              f"{entry['architecture']} takes jet_variables only")
         for key in ("log_variables", "log1p_variables"):
@@ -297,7 +300,9 @@ def sample_fields(sample):
         parts = [sample_fields(entry["hybrid"][p]) for p in ("low", "high")]
         return parts[0][0] & parts[1][0], parts[0][1] & parts[1][1]
     fmt = entry.get("format", "flavourflow") if entry["source"] == "files" else "flavourflow"
-    if fmt == "physlite":
+    if fmt == "flavourflow":
+        tracks = tracks | configcheck.truth_track_fields()
+    elif fmt == "physlite":
         jets = jets | configcheck.physlite_tagger_fields()
     elif fmt == "mapping":
         try:
@@ -321,6 +326,17 @@ def _check_models():
             raise ValueError(f"config: models.{model}.options.{key}: architecture "
                              f"{entry['architecture']} has no such option (it has "
                              f"{sorted(options[entry['architecture']]) or 'none'})")
+        aux = sorted(t for t, w in entry.get("aux_tasks", {}).items() if w > 0)
+        if aux and entry["architecture"] not in configcheck.aux_architectures():
+            raise ValueError(f"config: models.{model}.aux_tasks: architecture "
+                             f"{entry['architecture']} has no auxiliary tasks")
+        if aux and not entry.get("track_variables"):
+            raise ValueError(f"config: models.{model}.aux_tasks: need track_variables")
+        for field in sorted(configcheck.truth_track_fields()) if aux else ():
+            if field not in sample_fields(entry["sample"])[1]:
+                raise ValueError(f"config: models.{model}.aux_tasks: sample "
+                                 f"'{entry['sample']}' has no per-track truth '{field}' "
+                                 "(PHYSLITE and mapped samples carry none)")
         for sample in dict.fromkeys([entry["sample"], *sorted(evaluated)]):
             jets, tracks = sample_fields(sample)
             for key, fields in (("jet_variables", jets), ("track_variables", tracks)):
@@ -374,12 +390,31 @@ def inspect_outputs():
     )
 
 
+#: Models whose architecture lwtnn cannot express: exported to ONNX alone (model.onnx and
+#: closure.json, Keras vs onnxruntime), evaluated and injected through onnxruntime.
+ONNX_ONLY_MODELS = [m for m, e in MODELS.items()
+                    if e["architecture"] in configcheck.onnx_only_architectures()]
+LWTNN_MODELS = [m for m in MODELS if m not in ONNX_ONLY_MODELS]
+
+
+def models_regex(names):
+    """A wildcard constraint matching exactly ``names`` (nothing when there are none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+def deployed(wildcards):
+    """The file a model is deployed as: lwtnn network.json, or model.onnx for ONNX-only."""
+    name = "model.onnx" if wildcards.model in ONNX_ONLY_MODELS else "network.json"
+    return f"results/export/{wildcards.model}/{name}"
+
+
 def export_outputs():
     return expand(
         "results/export/{model}/{name}",
-        model=MODELS,
+        model=LWTNN_MODELS,
         name=["network.json", "model.onnx", "closure.json", "inputs.json"],
-    )
+    ) + expand("results/export/{model}/{name}", model=ONNX_ONLY_MODELS,
+               name=["model.onnx", "closure.json"])
 
 
 def inject_samples():

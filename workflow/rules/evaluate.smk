@@ -43,7 +43,7 @@ def evaluate_figures(folder):
 
 rule evaluate:
     input:
-        network="results/export/{model}/network.json",
+        network=deployed,
         closure="results/export/{model}/closure.json",
         variables="results/preprocess/{model}/variables.json",
         history="results/train/{model}/history.csv",

@@ -10,7 +10,7 @@ rule inject:
     input:
         ntuple=dump_source,
         dump="results/dump/{sample}/{file}.h5",
-        network="results/export/{model}/network.json",
+        network=deployed,
         closure="results/export/{model}/closure.json",
         mapping=dump_mapping,
     output:

@@ -3,7 +3,8 @@
 # same files: the groups it has no inputs of are zero-width ([N, 0] jets, [N, 0, 0] tracks).
 
 SPLITS = ["train", "val", "test"]
-PREPROCESS_GROUPS = ["jets", "tracks", "tracks_valid", "labels", "weights"]
+PREPROCESS_GROUPS = ["jets", "tracks", "tracks_valid", "labels", "weights", "tracks_origin",
+                     "tracks_vertex"]
 
 
 def _preprocess_params(w):
@@ -19,6 +20,8 @@ def _preprocess_params(w):
         "max_tracks": entry.get("max_tracks", config["dump"]["max_tracks"]) if tracks else 0,
         "log_variables": entry.get("log_variables", []),
         "log1p_variables": entry.get("log1p_variables", []),
+        # the per-track truth targets of the auxiliary tasks, when the model has any
+        "truth": "--truth" if any(entry.get("aux_tasks", {}).values()) else "",
     }
 
 
@@ -55,4 +58,4 @@ rule preprocess:
         " --resampling {params.resampling:q}"
         " --fractions {params.split:q} --split-seed {params.pre[split_seed]}"
         " --shuffle-seed {params.pre[shuffle_seed]} --block-size {params.pre[block_size]}"
-        " > {log:q} 2>&1"
+        " {params.model[truth]} > {log:q} 2>&1"

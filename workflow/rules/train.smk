@@ -12,6 +12,7 @@ rule train:
         arch=lambda w: MODELS[w.model]["architecture"],
         options=lambda w: as_json(MODELS[w.model].get("options", {})),
         training=lambda w: as_json(MODELS[w.model]["training"]),
+        aux=lambda w: as_json(MODELS[w.model].get("aux_tasks", {})),
         # recorded in training.json: the model's entry, its sample and its preprocessing (a
         # change to any of them reruns preprocess, hence this rule, anyway)
         code=code("train"),
@@ -34,5 +35,5 @@ rule train:
         "{FLAVOURFLOW} train --preprocessed results/preprocess/{wildcards.model}"
         " --model {output.model} --history {output.history} --info {output.info}"
         " --architecture {params.arch} --options {params.options:q}"
-        " --training {params.training:q} --record {params.record:q} --threads {threads}"
+        " --training {params.training:q} --aux-tasks {params.aux:q} --record {params.record:q} --threads {threads}"
         " > {log:q} 2>&1"

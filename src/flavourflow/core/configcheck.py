@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 #: log_<field> and log1p_<field> are inputs computed from a field (flavourflow.core.inputs).
 PREFIXES = ("log_", "log1p_")
 #: Builder arguments that are not options.
-_NOT_OPTIONS = {"shapes", "n_classes", "fast"}
+_NOT_OPTIONS = {"shapes", "n_classes", "fast", "aux"}
 
 
 def _module(relative: str) -> ast.Module:
@@ -58,6 +58,13 @@ def dump_fields() -> tuple[frozenset[str], frozenset[str]]:
 
 
 @cache
+def truth_track_fields() -> frozenset[str]:
+    """Track truth fields (``TRUTH_TRACK_DTYPE``) of dumps of generated (flavourflow-format)
+    ntuples: the labels of the auxiliary tasks; PHYSLITE and mapped ntuples have none."""
+    return frozenset(_dtype_names(_module("dump/blocks.py"), "TRUTH_TRACK_DTYPE", {}))
+
+
+@cache
 def physlite_tagger_fields() -> frozenset[str]:
     """``<tagger>_<output>`` jet fields a PHYSLITE dump may add (those the file has)."""
     tree = _module("dump/physlite.py")
@@ -85,6 +92,26 @@ def architecture_options() -> dict[str, frozenset[str]]:
         names = {a.arg for a in (*args.args, *args.kwonlyargs)}
         out[_string(key, {})] = frozenset(names - _NOT_OPTIONS)
     return out
+
+
+@cache
+def aux_architectures() -> frozenset[str]:
+    """Architectures with auxiliary track tasks (their builder takes ``aux``)."""
+    tree = _module("train/models.py")
+    table = _assigned(tree, "ARCHITECTURES")
+    assert isinstance(table, ast.Dict)
+    builders = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    return frozenset(_string(key, {}) for key, value in zip(table.keys, table.values,
+                                                             strict=True)
+                     if "aux" in {a.arg for a in builders[value.id].args.args})
+
+
+@cache
+def onnx_only_architectures() -> frozenset[str]:
+    """Architectures that lwtnn cannot express (``ONNX_ONLY``): deployed as ONNX alone."""
+    table = _assigned(_module("train/models.py"), "ONNX_ONLY")
+    assert isinstance(table, ast.Dict)
+    return frozenset(_string(key, {}) for key in table.keys)
 
 
 def missing_inputs(names: list[str], fields: frozenset[str]) -> list[str]:

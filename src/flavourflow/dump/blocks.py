@@ -44,6 +44,10 @@ TRACK_DTYPE = np.dtype([
     ("IP3D_signed_d0_significance", "f4"), ("IP3D_signed_z0_significance", "f4"),
     ("valid", "?"),
 ])
+#: Per-track truth a generated ntuple carries (TDD names; absent from PHYSLITE and mappings):
+#: the track-origin class and the truth-vertex index within the jet
+#: (:mod:`flavourflow.generate.truth`); padded steps -1.
+TRUTH_TRACK_DTYPE = np.dtype([("ftagTruthOriginLabel", "i1"), ("ftagTruthVertexIndex", "i1")])
 #: Per-track inputs a reader delivers to :func:`build` (d0 in flavourflow's sign convention).
 TRACK_INPUTS = ("pt", "eta", "phi", "charge", "d0", "z0SinTheta", "d0Uncertainty",
                 "z0SinThetaUncertainty")
@@ -116,8 +120,9 @@ def _magnitude_key(s: float) -> float:
 
 @kernel
 def _build(counts, starts, jet_pt, jet_eta, jet_phi, pt, eta, phi, charge, d0, z0, d0u,
-           z0u, out, padding, llr, sv, sv_n):
-    """The loop of :func:`build`, jet by jet (tracks of jet j at ``starts[j]`` on)."""
+           z0u, out, padding, llr, sv, sv_n, picked):
+    """The loop of :func:`build`, jet by jet (tracks of jet j at ``starts[j]`` on);
+    ``picked[j, r]``: the input index of the track in step r (-1: padding)."""
     most = 0
     for j in range(len(counts)):
         most = max(most, counts[j])
@@ -167,8 +172,10 @@ def _build(counts, starts, jet_pt, jet_eta, jet_phi, pt, eta, phi, charge, d0, z
             row["IP3D_signed_d0_significance"] = work[2, k]
             row["IP3D_signed_z0_significance"] = work[3, k]
             row["valid"] = True
+            picked[j, r] = t
         for r in range(kept, max_tracks):
             out[j, r] = padding
+            picked[j, r] = -1
         v = vertexing.find_vertex(out[j], kept, jet_phi_j, scratch)
         sv[0, j], sv[1, j], sv[2, j], sv[3, j] = v[0], v[1], v[2], v[3]
         sv_n[0, j], sv_n[1, j] = v[4], v[5]
@@ -187,6 +194,7 @@ def float_column(values: np.ndarray, name: str) -> np.ndarray:
 def build(jets: Mapping[str, np.ndarray], counts: np.ndarray,
           tracks: Mapping[str, np.ndarray], max_tracks: int,
           dtype: np.dtype = JET_DTYPE, starts: np.ndarray | None = None,
+          truth: Mapping[str, np.ndarray] | None = None,
           ) -> tuple[np.ndarray, np.ndarray]:
     """Selected jets -> (jets, tracks) structured arrays in the TDD layout.
 
@@ -198,6 +206,8 @@ def build(jets: Mapping[str, np.ndarray], counts: np.ndarray,
     (non-finite last, ties in their order) and padded to ``max_tracks`` (floats NaN, ints -1,
     ``valid`` False); the baselines (:mod:`~flavourflow.dump.taggers`,
     :mod:`~flavourflow.dump.vertexing`) use all tracks, the vertex finder the kept ones.
+    ``truth`` (optional) holds the :data:`TRUTH_TRACK_DTYPE` fields of all tracks, laid out
+    as ``tracks``: they follow their tracks into the padded block (-1 in padded steps).
     A ValueError names what does not fit together.
     """
     counts = np.ascontiguousarray(counts, dtype=np.int64)
@@ -216,12 +226,20 @@ def build(jets: Mapping[str, np.ndarray], counts: np.ndarray,
     shortest = min(len(c) for c in columns)
     if n and (starts.min() < 0 or int((starts + counts).max()) > shortest):
         raise ValueError(f"track ranges beyond the {shortest} values of the track inputs")
-    padded = np.empty((n, max_tracks), TRACK_DTYPE)
+    track_dtype = (np.dtype(TRACK_DTYPE.descr + TRUTH_TRACK_DTYPE.descr) if truth
+                   else TRACK_DTYPE)
+    padded = np.empty((n, max_tracks), track_dtype)
     llr = np.empty(n, np.float32)
     sv = np.empty((4, n), np.float32)
     sv_n = np.empty((2, n), np.int32)
-    _build(counts, starts, *direction, *columns, padded, filled(1, TRACK_DTYPE)[0], llr, sv,
-           sv_n)
+    picked = np.empty((n, max_tracks), np.int64)
+    _build(counts, starts, *direction, *columns, padded, filled(1, track_dtype)[0], llr, sv,
+           sv_n, picked)
+    for name in TRUTH_TRACK_DTYPE.names if truth else ():
+        values = np.asarray(truth[name])
+        if len(values) < shortest:
+            raise ValueError(f"track {name}: {len(values)} values for {shortest} tracks")
+        padded[name] = np.where(picked >= 0, values[np.maximum(picked, 0)], -1)
     baselines = {"ip2d_llr": llr, **dict(zip(vertexing.OUTPUTS, [*sv, *sv_n], strict=True))}
     kernels.interleave(out, {**jets, "n_tracks": counts, **baselines})
     return out, padded

@@ -34,9 +34,12 @@ TRACK_BRANCHES = (
     "jet_trk_z0SinTheta", "jet_trk_d0_sigma", "jet_trk_z0SinTheta_sigma",
 )
 BRANCHES = EVENT_BRANCHES + JET_BRANCHES + TRACK_BRANCHES
+#: Per-track truth (generate >= the track-origin labels), read when present, in the order of
+#: :data:`flavourflow.dump.blocks.TRUTH_TRACK_DTYPE`; files without them dump without them.
+TRUTH_BRANCHES = ("jet_trk_truthOriginLabel", "jet_trk_truthVertexIndex")
 #: List depth of each branch: event-level 0, per jet 1, per track 2.
 DEPTH = {**dict.fromkeys(EVENT_BRANCHES, 0), **dict.fromkeys(JET_BRANCHES, 1),
-         **dict.fromkeys(TRACK_BRANCHES, 2)}
+         **dict.fromkeys(TRACK_BRANCHES + TRUTH_BRANCHES, 2)}
 
 
 def open_tree(path: Path):
@@ -56,7 +59,7 @@ def _open_checked(path: Path):
     if TREE not in file:
         raise FlavourflowError("no such tree in file", path=path, field=TREE)
     tree = file[TREE]
-    for name in BRANCHES:
+    for name in BRANCHES + tuple(b for b in TRUTH_BRANCHES if b in tree):
         if name not in tree:
             raise FlavourflowError("missing branch", path=path, field=name)
         typename = tree[name].typename
@@ -74,6 +77,7 @@ def convert(events: ak.Array, selection: Selection, max_tracks: int,
     jets (see :func:`flavourflow.dump.blocks.build`). Works on the flat contents of the jagged
     branches: the selection is a mask on jets, and the tracks of the selected jets are found
     in the unselected track columns from their offsets."""
+    present = set(ak.fields(events))
     events = blocks.Columns(events)
     n_jets = blocks.counts(events["jet_pt"])
     pt = _flat(events, "jet_pt")
@@ -102,9 +106,19 @@ def convert(events: ak.Array, selection: Selection, max_tracks: int,
         if len(tracks[name]) != n_tracks:
             raise FlavourflowError(f"{len(tracks[name])} values, {TRACK_BRANCHES[0]} has "
                                    f"{n_tracks} tracks", path=path, field=branch)
+    truth = {}
+    for branch, name in zip(TRUTH_BRANCHES, blocks.TRUTH_TRACK_DTYPE.names, strict=True):
+        if branch in present:
+            truth[name] = _flat(events, branch)
+            if len(truth[name]) != n_tracks:
+                raise FlavourflowError(f"{len(truth[name])} values, {TRACK_BRANCHES[0]} has "
+                                       f"{n_tracks} tracks", path=path, field=branch)
+    if truth and len(truth) != len(TRUTH_BRANCHES):
+        raise FlavourflowError(f"has {sorted(truth)} without the other truth branch",
+                               path=path, field=TRUTH_BRANCHES[0])
     # the unselected columns, each selected jet's tracks found from its offset
     return blocks.build(jets, counts_all[keep], tracks, max_tracks,
-                        starts=blocks.flat_index(counts_all)[keep])
+                        starts=blocks.flat_index(counts_all)[keep], truth=truth or None)
 
 
 def _flat(events: blocks.Columns, name: str) -> np.ndarray:
@@ -118,7 +132,8 @@ def iterate(path: Path, step_size: int, tree=None) -> Iterator[ak.Array]:
     vector is expected, a string, ...)."""
     if tree is None:
         tree = open_tree(path)
-    blocks_ = tree.iterate(list(BRANCHES), step_size=step_size, library="ak")
+    names = [*BRANCHES, *(b for b in TRUTH_BRANCHES if b in tree)]
+    blocks_ = tree.iterate(names, step_size=step_size, library="ak")
     first = True
     while True:
         try:
@@ -129,7 +144,7 @@ def iterate(path: Path, step_size: int, tree=None) -> Iterator[ak.Array]:
             raise FlavourflowError(f"cannot read events: {type(err).__name__}: {err}",
                                    path=path, field=TREE) from None
         if first:
-            for name in BRANCHES:
+            for name in names:
                 blocks.check_type(block[name], path, name, DEPTH[name], "any")
             first = False
         yield block

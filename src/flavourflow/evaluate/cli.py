@@ -11,7 +11,8 @@ from flavourflow.core.flavours import WORKING_POINTS
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="ROC, rejections and plots of an exported network")
-    p.add_argument("--network", type=Path, required=True, help="lwtnn network.json")
+    p.add_argument("--network", type=Path, required=True,
+                   help="lwtnn network.json, or model.onnx (networks lwtnn cannot express)")
     p.add_argument("--variables", type=Path, required=True, help="variables.json")
     p.add_argument("--sample", type=Path, required=True, help="merged dump h5 to evaluate on")
     p.add_argument("--history", type=Path, required=True, help="history.csv of the training")

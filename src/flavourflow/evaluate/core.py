@@ -1,7 +1,9 @@
-"""The evaluate stage: the deployed (lwtnn) network on the test split of a sample.
+"""The evaluate stage: the deployed network on the test split of a sample.
 
 Scores come from the exported `network.json` through our numpy lwtnn evaluator, i.e. from
-what Athena would run, not from Keras; the export stage has already proven the two agree.
+what Athena would run, not from Keras; for networks lwtnn cannot express (attention), from the
+exported `model.onnx` through onnxruntime. The export stage has already proven each agrees
+with Keras.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from flavourflow.core.outputs import atomic_path, write_json
 from flavourflow.core.rejections import best_baseline, rejection_curves
 from flavourflow.core.style import Figures
 from flavourflow.evaluate import plots
-from flavourflow.export.evaluator import LightweightGraph
+from flavourflow.export import deployed
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +57,94 @@ def selected(jets: np.ndarray, selection: dict[str, float]) -> np.ndarray:
     return keep
 
 
+#: Per-track truth fields the auxiliary-task metrics compare with (generated samples only).
+TRUTH_FIELDS = ("ftagTruthOriginLabel", "ftagTruthVertexIndex")
+#: A pair of tracks is called "same vertex" above this probability.
+VERTEX_THRESHOLD = 0.5
+
+
+class AuxMetrics:
+    """Running counts of the auxiliary tasks on the test jets: the track-origin confusion
+    matrix (truth x predicted, valid tracks) and the track-pair vertexing counts (pairs of
+    distinct valid tracks; truth "same" = same truth vertex index >= 0)."""
+
+    def __init__(self, labels: Sequence[str]) -> None:
+        self.labels = list(labels)
+        self.confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
+        self.pairs = dict.fromkeys(("true", "predicted", "both", "true_displaced",
+                                    "both_displaced", "predicted_displaced",
+                                    "both_predicted_displaced"), 0)
+
+    def origin(self, probs: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> None:
+        keep = valid & (truth >= 0)
+        predicted = probs.argmax(axis=-1)
+        n = len(self.labels)
+        self.confusion += np.bincount(truth[keep].astype(np.int64) * n + predicted[keep],
+                                      minlength=n * n).reshape(n, n)
+
+    def vertex(self, probs: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> None:
+        steps = valid.shape[1]
+        pairs = valid[:, :, None] & valid[:, None, :] & ~np.eye(steps, dtype=bool)
+        same = (truth[:, :, None] == truth[:, None, :]) & (truth[:, :, None] >= 0) & pairs
+        predicted = (probs[..., 0] > VERTEX_THRESHOLD) & pairs
+        displaced = (truth[:, :, None] > 0) & (truth[:, None, :] > 0)
+        away = (truth[:, :, None] != 0) & (truth[:, None, :] != 0) & pairs
+        for key, mask in (("true", same), ("predicted", predicted), ("both", same & predicted),
+                          ("true_displaced", same & displaced),
+                          ("both_displaced", same & displaced & predicted),
+                          ("predicted_displaced", predicted & away),
+                          ("both_predicted_displaced", predicted & away & same & displaced)):
+            self.pairs[key] += int(np.count_nonzero(mask)) // 2  # each pair counted once
+
+    def summary(self) -> dict:
+        out: dict = {}
+        if self.confusion.any():
+            truth_n = self.confusion.sum(axis=1)
+            pred_n = self.confusion.sum(axis=0)
+            diag = np.diag(self.confusion)
+            out["track_origin"] = {
+                "labels": self.labels,
+                "confusion": self.confusion.tolist(),
+                "confusion_axes": "rows: truth origin, columns: predicted (argmax)",
+                "efficiency": {lab: (float(d / t) if t else None) for lab, d, t in
+                               zip(self.labels, diag, truth_n, strict=True)},
+                "purity": {lab: (float(d / p) if p else None) for lab, d, p in
+                           zip(self.labels, diag, pred_n, strict=True)},
+                "truth_fraction": {lab: float(t / truth_n.sum()) for lab, t in
+                                   zip(self.labels, truth_n, strict=True)},
+                "accuracy": float(diag.sum() / self.confusion.sum()),
+                "n_tracks": int(self.confusion.sum()),
+            }
+        p = self.pairs
+        if p["true"] or p["predicted"]:
+            def ratio(a: int, b: int) -> float | None:
+                return float(a / b) if b else None
+            out["track_vertex"] = {
+                "threshold": VERTEX_THRESHOLD,
+                "pair_efficiency": ratio(p["both"], p["true"]),
+                "pair_purity": ratio(p["both"], p["predicted"]),
+                "displaced_pair_efficiency": ratio(p["both_displaced"], p["true_displaced"]),
+                "displaced_pair_purity": ratio(p["both_predicted_displaced"],
+                                               p["predicted_displaced"]),
+                "definitions": "pairs of distinct valid tracks; truth same = same truth vertex "
+                               "index >= 0; displaced: both tracks from one displaced truth "
+                               "vertex (index > 0); displaced purity: among predicted pairs "
+                               "of tracks neither from the primary vertex",
+                "counts": dict(p),
+            }
+        return out
+
+
 def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: float,
-          block_size: int = 100_000, selection: dict[str, float] | None = None) -> int:
+          block_size: int = 100_000, selection: dict[str, float] | None = None,
+          aux: AuxMetrics | None = None) -> int:
     """Write per-jet scores of the test split of ``sample`` to ``scores_out``; return count.
+
+    ``selection`` (see :func:`selected`) keeps only some test jets: a study's cut applied
+    when evaluating, so that asking for it retrains nothing.
+
+    ``aux``: filled with the auxiliary tasks' metrics when the network has auxiliary outputs
+    (``track_origin``, ``track_vertex``) and the sample the per-track truth.
 
     ``selection`` (see :func:`selected`) keeps only some test jets: a study's cut applied
     when evaluating, so that asking for it retrains nothing.
@@ -66,7 +153,7 @@ def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: f
     (:mod:`flavourflow.core.inputs`: jet variables, ``log_`` transforms, the first
     ``max_tracks`` tracks of sequence inputs with their ``valid`` flags), in raw units.
     """
-    graph = LightweightGraph.from_file(network)
+    graph = deployed.load(network)
     labels = variables["outputs"][0]["labels"]
     fields = list(COPIED_FIELDS)
     dtype = np.dtype([*COPIED_FIELDS.items(), *((p, "f4") for p in labels), ("D_b", "f4")])
@@ -93,6 +180,10 @@ def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: f
                 track_fields += [v.field for v in
                                  inputs.node_variables(spec, tracks.dtype.names, sample)]
             track_fields = list(dict.fromkeys([*track_fields, inputs.VALID_FIELD]))
+            if aux is not None and not set(TRUTH_FIELDS) <= set(tracks.dtype.names):
+                aux = None  # no truth in this sample (PHYSLITE, mapped): no aux metrics
+            if aux is not None:
+                track_fields += list(TRUTH_FIELDS)
         ds = out.create_dataset("jets", shape=(0,), maxshape=(None,), dtype=dtype,
                                 chunks=(4096,), compression="lzf")
         starts = range(0, len(jets), block_size)
@@ -107,7 +198,10 @@ def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: f
             if tracks is not None:
                 trk = tracks.fields(track_fields)[start : start + block_size][test]
             x, seqs = inputs.lwtnn_inputs(block, trk, variables, sample)
-            probs = graph.compute(x, seqs, replace_nan=True)
+            if aux is not None and sequences:
+                probs = _with_aux(graph, x, seqs, trk, aux)
+            else:
+                probs = graph.compute(x, seqs, replace_nan=True)
             rows = np.zeros(len(block), dtype=dtype)
             for f in fields:
                 rows[f] = block[f]
@@ -121,6 +215,29 @@ def score(network: Path, variables: dict, sample: Path, scores_out: Path, f_c: f
         out.attrs["selection"] = json.dumps(selection or {}, sort_keys=True)
         out.attrs["network"] = str(network)
     return n
+
+
+def _with_aux(graph, x: dict, seqs: dict, trk: np.ndarray, aux: AuxMetrics) -> np.ndarray:
+    """The flavour probabilities, the auxiliary outputs counted into ``aux``."""
+    names = [n for n in graph.output_names[1:] if n in ("track_origin", "track_vertex")]
+    if not names:
+        return graph.compute(x, seqs, replace_nan=True)
+    flavour, *outs = graph.compute_many(x, seqs, [graph.output_names[0], *names],
+                                        replace_nan=True)
+    _, valid = next(iter(seqs.values()))
+    steps = valid.shape[1]
+    for name, out in zip(names, outs, strict=True):
+        if name == "track_origin":
+            aux.origin(out, trk["ftagTruthOriginLabel"][:, :steps], valid)
+        else:
+            aux.vertex(out, trk["ftagTruthVertexIndex"][:, :steps], valid)
+    return flavour
+
+
+def graph_labels(network: Path, output: str) -> list[str]:
+    """Labels of an output of the deployed network (none if it has no such output)."""
+    graph = deployed.load(network)
+    return graph.labels(output) if output in graph.output_names else []
 
 
 def read_scores(scores: Path) -> np.ndarray:
@@ -160,12 +277,18 @@ def run(network: Path, variables_path: Path, sample: Path, history: Path, outdir
     ``outdir``."""
     variables = json.loads(variables_path.read_text())
     scores = outdir / "scores.h5"
-    n = score(network, variables, sample, scores, f_c, selection=selection)
+    graph_outputs = []
+    if deployed.is_onnx(network):
+        graph_outputs = deployed.load(network).output_names[1:]
+    aux = AuxMetrics(graph_labels(network, "track_origin")) if graph_outputs else None
+    n = score(network, variables, sample, scores, f_c, selection=selection, aux=aux)
     figures = Figures(f"model {model or network.parent.name}, sample {outdir.name}")
     if n == 0:
         figures.warn("all", f"no test jets in {sample}")
     result = measure_and_plot(read_scores(scores), history, outdir, f_c, working_points,
                               title, figures, reference=reference, text=text)
+    if aux is not None and aux.summary():
+        result["aux_tasks"] = aux.summary()
     result["selection"] = selection or {}
     write_json(outdir / "metrics.json", result)
     log.info("evaluated %d test jets of %s", n, sample)

@@ -1,9 +1,11 @@
 """`flavourflow export`: Keras model -> lwtnn network.json and ONNX model.onnx, with a closure
-check of Keras vs numpy-lwtnn vs onnxruntime."""
+check of Keras vs numpy-lwtnn vs onnxruntime; without --network (networks lwtnn cannot
+express: attention), ONNX alone with a closure of Keras vs onnxruntime."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -25,11 +27,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--test-dir", type=Path, required=True, help="directory with the test_<input>.npy memmaps"
     )
-    parser.add_argument("--network", type=Path, required=True, help="output lwtnn network.json")
+    parser.add_argument("--network", type=Path, default=None,
+                        help="output lwtnn network.json (without it: ONNX alone, --onnx)")
     parser.add_argument("--onnx", type=Path, default=None, help="output model.onnx (tf2onnx)")
     parser.add_argument("--onnx-opset", type=int, default=17, help="ONNX opset of model.onnx")
     parser.add_argument("--closure", type=Path, default=None,
                         help="output closure.json (without it: convert only, no closure)")
+    parser.add_argument("--record", type=json.loads, default=None,
+                        help="JSON: the model's config entry, stored in the ONNX metadata")
     parser.add_argument(
         "--inputs-json",
         type=Path,
@@ -67,6 +72,8 @@ def main(args: argparse.Namespace) -> int:
     from flavourflow.core.errors import FlavourflowError
     from flavourflow.export.closure import export, run, summarise
 
+    if args.network is None:
+        return _onnx_only(args)
     if args.closure is None:
         if args.check:
             raise FlavourflowError("--check needs --closure and --inputs-json", field="closure")
@@ -91,4 +98,26 @@ def main(args: argparse.Namespace) -> int:
         check_only=args.check,
     )
     log.info("%s", summarise(summary))
+    return 0
+
+
+def _onnx_only(args: argparse.Namespace) -> int:
+    """ONNX alone: convert (no --closure), or check the written file (--check --closure)."""
+    from flavourflow.core.errors import FlavourflowError
+    from flavourflow.export import onnxonly
+
+    if args.onnx is None:
+        raise FlavourflowError("needs --network or --onnx", field="onnx")
+    if args.closure is None:
+        onnxonly.convert(args.model, args.variables, args.test_dir, args.onnx,
+                         args.onnx_opset, args.record)
+        log.info("exported %s", args.onnx)
+        return 0
+    if not args.check:
+        raise FlavourflowError("without --network the closure checks a written ONNX file: "
+                               "--check", field="check")
+    summary = onnxonly.closure(args.model, args.variables, args.test_dir, args.onnx,
+                               args.closure, args.tolerance, args.max_jets, args.min_jets)
+    log.info("closure passed on %d jets: max |Keras - ONNX| %.3g (tolerance %g)",
+             summary["n_jets"], summary["max_abs_diff_overall"], args.tolerance)
     return 0

@@ -641,6 +641,12 @@ def keras_to_lwtnn(model: Any, variables: Mapping[str, Any]) -> dict[str, Any]:
 
 def convert(model: Any, variables: Mapping[str, Any]) -> tuple[dict[str, Any], list[InputRole]]:
     """Like :func:`keras_to_lwtnn`, plus the role of each Keras input (model.inputs order)."""
+    attention = [layer for layer in model.layers
+                 if type(layer).__name__ in ("MultiHeadAttention", "Attention")]
+    if attention:
+        raise FlavourflowError(
+            f"lwtnn cannot express attention (layer '{attention[0].name}', "
+            f"{type(attention[0]).__name__}) of model '{model.name}': export it to ONNX alone")
     converter = _Converter(model, variables)
     graph = converter.convert()
     return graph, converter.roles

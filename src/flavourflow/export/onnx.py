@@ -100,8 +100,10 @@ def _select_to_where(ctx: Any, node: Any, name: str, args: Any) -> Any:
     return node
 
 
-def metadata(graph: Mapping[str, Any], roles: Sequence[Any]) -> dict[str, str]:
-    """The ``metadata_props`` of the ONNX model: everything a caller needs besides the graph."""
+def metadata(graph: Mapping[str, Any], roles: Sequence[Any],
+             record: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The ``metadata_props`` of the ONNX model: everything a caller needs besides the graph
+    (``record``: the model's config entry, stored when given)."""
     import keras
     import tensorflow as tf
     import tf2onnx
@@ -117,7 +119,9 @@ def metadata(graph: Mapping[str, Any], roles: Sequence[Any]) -> dict[str, str]:
             {"name": onnx_input_name(r), "kind": r.kind, "node": r.name} for r in roles
         ],
     }
+    extra = {"flavourflow_model_config": json.dumps(record, sort_keys=True)} if record else {}
     return {
+        **extra,
         "flavourflow_version": __version__,
         "flavourflow_config": json.dumps(config, allow_nan=False),
         "output_names": json.dumps(list(outputs)),
@@ -135,6 +139,7 @@ def keras_to_onnx(
     graph: Mapping[str, Any],
     opset: int = DEFAULT_OPSET,
     steps: Mapping[str, int] | None = None,
+    record: Mapping[str, Any] | None = None,
 ) -> Any:
     """The ONNX ``ModelProto`` of ``model``.
 
@@ -171,7 +176,7 @@ def keras_to_onnx(
     if got != sorted(names):
         raise FlavourflowError(f"tf2onnx named the outputs {got}, expected {sorted(names)}")
     del proto.metadata_props[:]
-    for key, value in metadata(graph, roles).items():
+    for key, value in metadata(graph, roles, record).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.doc_string = "flavourflow export: " + ", ".join(names)

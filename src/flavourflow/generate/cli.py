@@ -15,6 +15,7 @@ from flavourflow.core.flavours import GeV
 from flavourflow.core.outputs import atomic_path
 from flavourflow.generate import jets as jetlib
 from flavourflow.generate import tracks as tracklib
+from flavourflow.generate import truth
 from flavourflow.generate.pythia import (
     MAX_EVENTS_PER_SHARD,
     PROCESSES,
@@ -103,7 +104,9 @@ def process_batch(particles: Particles, config: ShardConfig, charges: ChargeTabl
         tracks={"pt": tracks.pt, "eta": tracks.eta, "phi": tracks.phi,
                 "charge": tracks.charge, "d0": tracks.d0,
                 "z0SinTheta": tracks.z0_sin_theta, "d0_sigma": tracks.d0_sigma,
-                "z0SinTheta_sigma": tracks.z0_sin_theta_sigma},
+                "z0SinTheta_sigma": tracks.z0_sin_theta_sigma,
+                "truthOriginLabel": tracks.origin,
+                "truthVertexIndex": truth.vertex_indices(track_jet, tracks.pt, tracks.vertex)},
     )
     lap("features")
     return block

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flavourflow.generate import truth
 from flavourflow.generate.jets import pt_eta_phi
 from flavourflow.generate.pythia import ChargeTable, Particles
 
@@ -104,6 +105,10 @@ class Tracks(_Columns):
     z0_sin_theta: np.ndarray
     d0_sigma: np.ndarray
     z0_sin_theta_sigma: np.ndarray
+    #: truth: origin code (:data:`flavourflow.generate.truth.ORIGINS`) and production-vertex
+    #: key (0 primary, -1 none, > 0 one per displaced point of the batch)
+    origin: np.ndarray
+    vertex: np.ndarray
 
 
 def ip_resolution(p: np.ndarray, sin_theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +135,7 @@ def reconstruct(particles: Particles, charges: ChargeTable, rng: np.random.Gener
     reconstructed pT > 500 MeV, |eta| < 2.5, |d0| < 3.5 mm and |z0 sin(theta)| < 5 mm (an
     ATLAS-like flavour-tagging track selection, which removes most V0 and interaction
     tracks). Random numbers are drawn for every candidate in a fixed order, so a given
-    (seed, shard) always gives the same tracks."""
+    (seed, shard) always gives the same tracks (the truth labels draw none)."""
     final = np.flatnonzero(particles.status > 0)
     charge = charges(particles.id[final])
     idx = final[charge != 0]
@@ -139,8 +144,10 @@ def reconstruct(particles: Particles, charges: ChargeTable, rng: np.random.Gener
     event = particles.event[idx]
     reco_pv = particles.pv + PV_RESOLUTION * rng.standard_normal((particles.n_events, 3))
     pv = reco_pv[event]
+    origin, prompt = truth.origins(particles)
     cand = _Candidates(event, particles.x[idx] - pv[:, 0], particles.y[idx] - pv[:, 1],
-                       particles.z[idx] - pv[:, 2], pt, eta, phi, charge, particles.id[idx])
+                       particles.z[idx] - pv[:, 2], pt, eta, phi, charge, particles.id[idx],
+                       origin[idx], prompt[idx])
     cand = interact(_preselected(cand), rng)
     cand = _preselected(cand)  # the secondaries
     pt, eta, phi, event, charge = cand.pt, cand.eta, cand.phi, cand.event, cand.charge
@@ -167,9 +174,11 @@ def reconstruct(particles: Particles, charges: ChargeTable, rng: np.random.Gener
     z0st_s = np.where(fake, FAKE_IP_RANGE * (2 * uniform[4] - 1),
                       z0st + tail * sigma_z0st * gauss[4])
 
+    origin = np.where(fake, np.int8(truth.FAKE), cand.origin)
+    vertex = truth.vertex_keys(event, cand.x, cand.y, cand.z, cand.prompt, fake)
     return _selected(Tracks(event[found], pt_s[found], eta_s[found], phi_s[found],
                             charge[found], d0_s[found], z0st_s[found], sigma_d0[found],
-                            sigma_z0st[found]))
+                            sigma_z0st[found], origin[found], vertex[found]))
 
 
 @dataclass
@@ -186,6 +195,8 @@ class _Candidates(_Columns):
     phi: np.ndarray
     charge: np.ndarray
     pdg: np.ndarray
+    origin: np.ndarray
+    prompt: np.ndarray
 
 
 def _preselected(cand: _Candidates) -> _Candidates:
@@ -238,7 +249,8 @@ def interact(cand: _Candidates, rng: np.random.Generator) -> _Candidates:
         event=cand.event[parents][parent_of], x=vx[parent_of], y=vy[parent_of],
         z=vz[parent_of], pt=p_sec * np.sin(theta_sec),
         eta=-np.log(np.tan(0.5 * theta_sec)), phi=phi_sec, charge=charge_sec,
-        pdg=np.full(m, 211))
+        pdg=np.full(m, 211), origin=np.full(m, truth.OTHER_SECONDARY, dtype=np.int8),
+        prompt=np.zeros(m, dtype=bool))
     lost = np.zeros(n, dtype=bool)
     lost[parents] = layer[parents] < 2  # no hits left in the IBL and the B-layer
     return concatenate(cand.take(~lost), secondaries)
@@ -267,4 +279,6 @@ def pileup(n_events: int, mean_tracks: float, rng: np.random.Generator) -> Track
     d0 = sigma_d0 * rng.standard_normal(n)
     z0st = dz * sin_theta + sigma_z0st * rng.standard_normal(n)
     charge = rng.choice(np.array([-1.0, 1.0]), n)
-    return _selected(Tracks(event, pt, eta, phi, charge, d0, z0st, sigma_d0, sigma_z0st))
+    return _selected(Tracks(event, pt, eta, phi, charge, d0, z0st, sigma_d0, sigma_z0st,
+                            np.full(n, truth.PILEUP, dtype=np.int8),
+                            np.full(n, -1, dtype=np.int64)))

@@ -28,6 +28,9 @@ JET_FIELDS: dict[str, str] = {
 TRACK_FIELDS: tuple[str, ...] = (
     "pt", "eta", "phi", "charge", "d0", "z0SinTheta", "d0_sigma", "z0SinTheta_sigma",
 )
+#: Per-track truth (branch ``jet_trk_<name>``), int32: the origin code and the vertex index
+#: within the jet (:mod:`flavourflow.generate.truth`).
+TRACK_TRUTH_FIELDS: tuple[str, ...] = ("truthOriginLabel", "truthVertexIndex")
 #: ZSTD(3): on these float columns as small as uproot's default ZLIB(1) (measured on 1000
 #: ttbar events: 1.26 MB both) and about twice as fast to write and faster to read back.
 COMPRESSION_LEVEL = 3
@@ -56,7 +59,8 @@ class Block:
             np.concatenate([b.weight for b in blocks]),
             np.concatenate([b.n_jets for b in blocks]),
             {k: np.concatenate([b.jets[k] for b in blocks]) for k in JET_FIELDS},
-            {k: np.concatenate([b.tracks[k] for b in blocks]) for k in TRACK_FIELDS},
+            {k: np.concatenate([b.tracks[k] for b in blocks])
+             for k in TRACK_FIELDS + TRACK_TRUTH_FIELDS},
         )
 
     def columns(self) -> Any:
@@ -81,6 +85,8 @@ class Block:
                        for k, t in JET_FIELDS.items() if k != "trk_n"})
         fields.update({f"jet_trk_{k}": per_track(np.ascontiguousarray(
             self.tracks[k].astype(np.float32))) for k in TRACK_FIELDS})
+        fields.update({f"jet_trk_{k}": per_track(np.ascontiguousarray(
+            self.tracks[k].astype(np.int32))) for k in TRACK_TRUTH_FIELDS})
         return ak.Array(ak.contents.RecordArray(list(fields.values()), list(fields),
                                                 length=len(self)))
 

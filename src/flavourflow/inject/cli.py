@@ -26,7 +26,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--mapping", type=Path, default=None,
                         help="the dump's YAML field mapping (with --input-format mapping)")
     parser.add_argument("--dump", type=Path, required=True, help="its dump-stage h5")
-    parser.add_argument("--network", type=Path, required=True, help="exported network.json")
+    parser.add_argument("--network", type=Path, required=True,
+                        help="exported network.json, or model.onnx (networks lwtnn cannot "
+                        "express)")
     parser.add_argument("--model", required=True, help="model name (names tree and branches)")
     parser.add_argument("--tree-out", type=Path, required=True, help="output friend-tree file")
     parser.add_argument("--h5-out", type=Path, required=True, help="output h5 file")

@@ -3,7 +3,8 @@
 For one original file (any format the dump reads: the generated ntuple, PHYSLITE TTree or
 RNTuple, a mapped flat or jagged ntuple; read through :mod:`flavourflow.inject.source`) and
 the dump stage's h5 of that same file, the network (lwtnn ``network.json``, run by the numpy
-evaluator with ATLAS' NaN -> default replacement) scores every dumped jet, and the scores are
+evaluator with ATLAS' NaN -> default replacement; or, for networks lwtnn cannot express, ONNX
+``model.onnx`` run by onnxruntime, same replacement) scores every dumped jet, and the scores are
 written
 
 * as a friend ``<model>_scores`` with one entry per entry of the original's tree
@@ -32,7 +33,6 @@ the h5, because the dump keeps the file's order), so memory does not grow with t
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -50,7 +50,7 @@ from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.h5files import open_h5
 from flavourflow.core.inputs import JET_NODE, TRACK_NODE, VALID_FIELD, lwtnn_inputs, node_variables
 from flavourflow.core.outputs import atomic_path
-from flavourflow.export.evaluator import LightweightGraph
+from flavourflow.export import deployed
 from flavourflow.inject.source import Block, open_source
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def _block_rows(keys: _Keys, rows: np.ndarray, flat: bool, dump: Path,
     return n, where[:n]
 
 
-def _score(graph: LightweightGraph, read: _Inputs, start: int, stop: int,
+def _score(graph: Any, read: _Inputs, start: int, stop: int,
            output: str) -> np.ndarray:
     """Network outputs for dump rows [start, stop), NaN inputs replaced by their defaults."""
     parts = []
@@ -239,8 +239,8 @@ def run(
             f"need step_size >= 1 and friend_format in {FORMATS}; got {step_size}, "
             f"{friend_format!r}"
         )
-    graph = LightweightGraph.from_file(network)
-    network_json = json.loads(Path(network).read_text())
+    graph = deployed.load(network)
+    network_json = graph.spec
     output = output or graph.output_names[0]
     if output not in graph.output_names:
         raise FlavourflowError(f"no output '{output}' (outputs: {graph.output_names})",

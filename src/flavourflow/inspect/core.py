@@ -189,7 +189,9 @@ def run(sample: Path, outdir: Path, n_bins: int, working_points: Sequence[float]
                 raise FlavourflowError("missing dataset", path=sample, field=name)
         jets, tracks = f["jets"], f["tracks"]
         jet_vars = [n for n in jets.dtype.names if n not in NOT_INPUTS]
-        track_vars = [n for n in tracks.dtype.names if n != "valid"]
+        # the per-track truth (ftagTruth*: auxiliary-task labels) is not an input
+        track_vars = [n for n in tracks.dtype.names
+                      if n != "valid" and not n.startswith("ftagTruth")]
         jet_hists = FlavourHistograms(jet_vars, n_bins)
         track_hists = FlavourHistograms(track_vars, n_bins)
         ip_hists = FlavourHistograms(IP_SIGNIFICANCES, len(IP_EDGES) - 1,

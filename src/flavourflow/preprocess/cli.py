@@ -32,6 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--block-size", type=int, default=default("preprocess.block_size"),
                    help="jets per read block and per shuffle bucket (bounds memory)")
     p.add_argument("--no-plots", action="store_true", help="skip the kinematics plots")
+    p.add_argument("--truth", action="store_true",
+                   help="also write the per-track truth of the auxiliary tasks")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -44,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
         track_variables=args.track_variables, max_tracks=args.max_tracks,
         log_variables=args.log_variables, log1p_variables=args.log1p_variables,
         resampling=settings_from(args.resampling),
-        plots=not args.no_plots,
+        plots=not args.no_plots, truth=args.truth,
     )
     core.run(args.input, args.outdir, settings)
     return 0

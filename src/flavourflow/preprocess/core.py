@@ -75,12 +75,18 @@ class Settings:
     log1p_variables: Sequence[str] = ()
     resampling: Resampling = field(default_factory=Resampling)
     plots: bool = True
+    #: write the per-track truth of the auxiliary tasks (origin, vertex index) as well
+    truth: bool = False
 
 
 #: Stems of the memmaps written per split (``<split>_<stem>.npy``): always all of them, the
 #: input groups a model does not have with zero width ([N, 0] jets, [N, 0, 0] tracks), so that
 #: every model has the same files.
 STEMS = (JET_NODE, TRACK_NODE, f"{TRACK_NODE}_valid", "labels", "weights")
+#: Per-track truth targets of the auxiliary tasks (int8 [N, T], -1 in padded steps; [N, 0]
+#: for a model without them): stem -> the dump's track field.
+TRUTH_STEMS = {f"{TRACK_NODE}_origin": "ftagTruthOriginLabel",
+               f"{TRACK_NODE}_vertex": "ftagTruthVertexIndex"}
 
 
 def read_blocks(path: Path, fields: Sequence[str], block_size: int,
@@ -186,6 +192,8 @@ def _run(source: Path, outdir: Path, settings: Settings) -> dict:
     trk_vars = [inputs.variable(n, chosen.get(n)) for n in settings.track_variables]
     if not jet_vars and not trk_vars:
         raise FlavourflowError("the model has no inputs", field="jet_variables")
+    if settings.truth and not trk_vars:
+        raise FlavourflowError("auxiliary track tasks need track inputs", field="aux_tasks")
     has_tracks = bool(trk_vars)
     max_tracks = 0
     if has_tracks:
@@ -258,17 +266,21 @@ def _run(source: Path, outdir: Path, settings: Settings) -> dict:
     jet_moments = RunningMoments(len(jet_vars))
     trk_moments = RunningMoments(len(trk_vars))
     fields = list(dict.fromkeys([*key_fields, *(v.field for v in jet_vars)]))
-    trk_fields = list(dict.fromkeys([*(v.field for v in trk_vars), inputs.VALID_FIELD]))
+    truth_fields = list(TRUTH_STEMS.values()) if settings.truth else []
+    trk_fields = list(dict.fromkeys([*(v.field for v in trk_vars), inputs.VALID_FIELD,
+                                     *truth_fields]))
     stems = [s for s in STEMS if (s != JET_NODE or jet_vars)
              and (not s.startswith(TRACK_NODE) or has_tracks)]  # the ones with content
+    stems += list(TRUTH_STEMS) if settings.truth else []
     shapes = {JET_NODE: (len(jet_vars),), TRACK_NODE: (max_tracks, len(trk_vars)),
-              f"{TRACK_NODE}_valid": (max_tracks,)}
+              f"{TRACK_NODE}_valid": (max_tracks,),
+              **dict.fromkeys(TRUTH_STEMS, (max_tracks if settings.truth else 0,))}
     read_rows = settings.block_size
     if has_tracks:
         with open_h5(source) as f:
             per_jet = f[TRACK_NODE].fields(trk_fields).dtype.itemsize * max_tracks
         read_rows = max(1024, min(read_rows, TRACK_READ_BYTES // per_jet))
-    with _memmaps(outdir, counts, STEMS, shapes) as arrays:
+    with _memmaps(outdir, counts, (*STEMS, *TRUTH_STEMS), shapes) as arrays:
         for block, trk in passing(3, "writing", read_blocks(
                 source, fields, read_rows, trk_fields if has_tracks else (), max_tracks)):
             cls, which = keys(block)
@@ -294,6 +306,9 @@ def _run(source: Path, outdir: Path, settings: Settings) -> dict:
                         trk_moments.update(values[valid])
                     out[TRACK_NODE] = values
                     out[f"{TRACK_NODE}_valid"] = valid
+                    for stem, name in TRUTH_STEMS.items() if settings.truth else ():
+                        out[stem] = np.where(valid, trk[rows][name][:, :max_tracks],
+                                             -1).astype(np.int8)
                 for idx, slots in shufflers[split].deal(len(rows)):
                     for stem in stems:
                         arrays[f"{split}_{stem}"][slots] = out[stem][idx]
@@ -337,6 +352,7 @@ def _run(source: Path, outdir: Path, settings: Settings) -> dict:
         "shuffle": {"seed": settings.shuffle_seed, "bucket_rows": bucket_rows},
         "n_jets": counts,
         "source": str(source),
+        "truth": ({"stems": TRUTH_STEMS, "padding": -1} if settings.truth else None),
     }
     if settings.plots:
         plot(before, after, outdir / PLOT_STEM, f"{settings.model_name}: training split")
@@ -369,7 +385,7 @@ def _memmaps(outdir: Path, counts: Mapping[str, int], stems: Sequence[str],
     """Open every `.npy` output (as a :class:`~.shuffle.RowFile`) under a temporary name; all
     move into place only if the block succeeds."""
     dtypes = {JET_NODE: np.float32, TRACK_NODE: np.float32, f"{TRACK_NODE}_valid": np.bool_,
-              "labels": np.int8, "weights": np.float32}
+              "labels": np.int8, "weights": np.float32, **dict.fromkeys(TRUTH_STEMS, np.int8)}
     with contextlib.ExitStack() as stack:
         arrays = {}
         for split, n in counts.items():

@@ -13,13 +13,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, required=True, help="model.keras to write")
     p.add_argument("--history", type=Path, required=True, help="history.csv to write")
     p.add_argument("--info", type=Path, required=True, help="training.json to write")
-    p.add_argument("--architecture", default="tutorial", help="tutorial, dl1 or dips")
+    p.add_argument("--architecture", default="tutorial", help="tutorial, dl1, dips or transformer")
     p.add_argument("--options", type=json.loads, default={},
                    help="JSON object of architecture options")
     p.add_argument("--training", type=json.loads, default={},
                    help="JSON object: the model's `training` config entry (epochs, batch_size,"
                         " learning_rate, seed, lr_schedule, early_stopping, mixed_precision);"
                         " the options below override it")
+    p.add_argument("--aux-tasks", type=json.loads, default={},
+                   help='JSON object: auxiliary task -> loss weight, e.g. {"track_origin": 0.5}')
     p.add_argument("--threads", type=int, default=None,
                    help="TensorFlow CPU threads (default: all cores)")
     p.add_argument("--record", type=json.loads, default={},
@@ -39,11 +41,12 @@ def main(args: argparse.Namespace) -> int:
     for key in ("epochs", "batch_size", "learning_rate", "seed"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
-    known = set(core.Settings.__dataclass_fields__) - {"architecture", "options"}
+    known = set(core.Settings.__dataclass_fields__) - {"architecture", "options", "aux_tasks"}
     for key in set(cfg) - known:
         raise FlavourflowError(f"unknown training setting; known: {sorted(known)}",
                                field=f"training.{key}")
-    settings = core.Settings(architecture=args.architecture, options=args.options, **cfg)
+    settings = core.Settings(architecture=args.architecture, options=args.options,
+                             aux_tasks=args.aux_tasks, **cfg)
     core.run(args.preprocessed, args.model, args.history, args.info, settings,
              threads=args.threads, config=args.record)
     return 0

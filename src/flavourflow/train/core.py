@@ -54,10 +54,18 @@ class Settings:
     #: {"patience": epochs without val_loss improvement, "min_delta"}; empty: off
     early_stopping: Mapping[str, Any] = field(default_factory=dict)
     mixed_precision: bool = False
+    #: auxiliary task -> loss weight (transformer: track_origin, track_vertex); 0 or absent:
+    #: off. The flavour loss has weight 1.
+    aux_tasks: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def aux(self) -> tuple[str, ...]:
+        """The auxiliary tasks that are on, in the model's output order."""
+        return tuple(t for t in models.AUX_TASKS if self.aux_tasks.get(t, 0) > 0)
 
     def as_dict(self) -> dict:
         out = asdict(self)
-        for key in ("options", "lr_schedule", "early_stopping"):
+        for key in ("options", "lr_schedule", "early_stopping", "aux_tasks"):
             out[key] = dict(getattr(self, key))
         return out
 
@@ -83,6 +91,12 @@ def learning_rate(settings: Settings, epoch: int) -> float:
     if kind == "exponential":
         return base * float(cfg.get("decay", 0.9)) ** step
     return base
+
+
+def precision_policy(mixed_precision: bool, device: str) -> str:
+    """The Keras dtype policy to train with: mixed_float16 when asked for and a GPU is there
+    (float16 matrix products on its tensor cores), float32 otherwise."""
+    return "mixed_float16" if mixed_precision and device.startswith("GPU") else "float32"
 
 
 def _device() -> str:
@@ -189,22 +203,30 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
     variables = json.loads(variables_text)
     classes = variables["outputs"][0]["labels"]
     names, shapes = _input_names(variables)
+    unknown = set(settings.aux_tasks) - set(models.AUX_TASKS)
+    if unknown:
+        raise FlavourflowError(f"unknown auxiliary tasks {sorted(unknown)}; known: "
+                               f"{sorted(models.AUX_TASKS)}", field="aux_tasks")
+    if settings.aux and not variables.get("truth"):
+        raise FlavourflowError("auxiliary tasks need the per-track truth: preprocess without "
+                               "it (--truth)", path=preprocessed / "variables.json",
+                               field="truth")
+    n_inputs = len(names)
+    if settings.aux:
+        names = [*names, *data.TRUTH_STEMS]
     train = data.open_split(preprocessed, "train", names)
     val = data.open_split(preprocessed, "val", names)
-    for member, want in zip(train.inputs, _widths(shapes), strict=True):
+    for member, want in zip(train.inputs[:n_inputs], _widths(shapes), strict=True):
         if member.row_shape != want:
             raise FlavourflowError(f"memmap rows are {member.row_shape}, variables.json says "
                                    f"{want}", path=member.path, field="shape")
 
     device = _device()
-    precision = "float32"
-    if settings.mixed_precision:
-        if device == "CPU":
-            log.warning("mixed precision asked for but no GPU: training in float32")
-            precision = "float32 (mixed precision needs a GPU)"
-        else:
-            keras.mixed_precision.set_global_policy("mixed_float16")
-            precision = "mixed_float16"
+    precision = precision_policy(settings.mixed_precision, device)
+    keras.mixed_precision.set_global_policy(precision)
+    if settings.mixed_precision and precision == "float32":
+        log.warning("mixed precision asked for but no GPU: training in float32")
+        precision = "float32 (mixed precision needs a GPU)"
     keras.utils.set_random_seed(settings.seed)
     tf.config.experimental.enable_op_determinism()
 
@@ -217,11 +239,10 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
     state = checkpoints.load()
     if state is None:
         model = models.build(settings.architecture, settings.options, shapes, len(classes),
-                             fast=True)
+                             fast=True, aux=settings.aux)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
-            loss="sparse_categorical_crossentropy",
-            weighted_metrics=["sparse_categorical_accuracy"],
+            **_losses(settings),
         )
         state = {"epochs_done": 0, "history": [], "epoch_seconds": [], "train_seconds": [],
                  "best": None, "best_epoch": None, "wait": 0, "stopped_early": False}
@@ -231,7 +252,12 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
             variable.assign(value)  # .keras files do not keep dropout's RNG state
         log.info("resuming from the checkpoint after epoch %d", state["epochs_done"])
 
-    val_batches = data.make_dataset(val, settings.batch_size, None)
+    def batches(split: data.Split, seed: int | None, epoch: int = 0):
+        dataset = data.make_dataset(split, settings.batch_size, seed, epoch)
+        return data.with_aux_targets(dataset, settings.aux, n_inputs) if settings.aux \
+            else dataset
+
+    val_batches = batches(val, None)
     patience = int(settings.early_stopping.get("patience", 0))
     min_delta = float(settings.early_stopping.get("min_delta", 0.0))
 
@@ -293,7 +319,7 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
         while state["epochs_done"] < settings.epochs and not state["stopped_early"]:
             epoch = state["epochs_done"]
             log.debug("epoch %d of %d", epoch + 1, settings.epochs)
-            model.fit(data.make_dataset(train, settings.batch_size, settings.seed, epoch),
+            model.fit(batches(train, settings.seed, epoch),
                       validation_data=val_batches, epochs=epoch + 1, initial_epoch=epoch,
                       callbacks=[Recorder(), Progress()], verbose=0, shuffle=False)
             if state["epochs_done"] == epoch:
@@ -305,7 +331,8 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
     # What export loads: standard layers (TimeDistributed, not PerTrack) in float32 (not
     # mixed precision), with the trained weights.
     keras.mixed_precision.set_global_policy("float32")
-    final = models.build(settings.architecture, settings.options, shapes, len(classes))
+    final = models.build(settings.architecture, settings.options, shapes, len(classes),
+                         aux=settings.aux)
     final.set_weights(model.get_weights())
     with atomic_path(model_out) as tmp:
         final.save(tmp)
@@ -344,6 +371,21 @@ def run(preprocessed: Path, model_out: Path, history_out: Path, info_out: Path,
     write_json(info_out, info)
     checkpoints.clear()
     return info
+
+
+def _losses(settings: Settings) -> dict:
+    """compile() arguments: the flavour loss alone, or with the auxiliary tasks' losses and
+    their weights (one entry per model output, in its order)."""
+    if not settings.aux:
+        return {"loss": "sparse_categorical_crossentropy",
+                "weighted_metrics": ["sparse_categorical_accuracy"]}
+    losses = {"probabilities": "sparse_categorical_crossentropy",
+              "track_origin": "sparse_categorical_crossentropy",
+              "track_vertex": "binary_crossentropy"}
+    outputs = ["probabilities", *settings.aux]  # the model's output order
+    return {"loss": [losses[k] for k in outputs],
+            "loss_weights": [float(settings.aux_tasks.get(k, 1.0)) for k in outputs],
+            "weighted_metrics": [["sparse_categorical_accuracy"]] + [[] for _ in settings.aux]}
 
 
 def _rng_states(model: Any) -> list:

@@ -149,3 +149,45 @@ def make_dataset(split: Split, batch_size: int, seed: int | None, epoch: int = 0
                                               n - full * batch_size).map(decode))
     return (batches.apply(tf.data.experimental.assert_cardinality(split.num_batches(
         batch_size))).prefetch(tf.data.AUTOTUNE))
+
+
+#: Memmap stems of the auxiliary tasks' per-track truth (see the preprocess stage).
+TRUTH_STEMS = ("tracks_origin", "tracks_vertex")
+#: The auxiliary outputs, in the transformer's output order (after ``probabilities``).
+TASK_ORDER = ("track_origin", "track_vertex")
+
+
+def with_aux_targets(dataset, tasks: Sequence[str], n_inputs: int):
+    """``dataset`` (from :func:`make_dataset` on a split opened with the model inputs then
+    :data:`TRUTH_STEMS`) as ``(inputs, targets, sample weights)`` in the model's output order:
+    the
+    flavour (``probabilities``, with the jet weights), ``track_origin`` (the origin class of
+    each valid track) and ``track_vertex`` (1 for a pair of distinct valid tracks from one
+    truth vertex, 0 for other pairs of distinct valid tracks). Padded tracks and the diagonal
+    weigh 0; the other weights are scaled to average 1 over the batch, so that each task's
+    loss is a mean over its real tracks (pairs) whatever the padding."""
+    import tensorflow as tf
+
+    def normalised(mask):
+        mask = tf.cast(mask, tf.float32)
+        return mask / tf.maximum(tf.reduce_mean(mask), 1e-6)
+
+    def split(inputs, labels, weights):
+        x = tuple(inputs[:n_inputs])
+        origin, vertex = inputs[n_inputs], inputs[n_inputs + 1]
+        valid = tf.cast(x[-1], tf.bool)
+        targets, sample_weights = {"probabilities": labels}, {"probabilities": weights}
+        if "track_origin" in tasks:
+            targets["track_origin"] = tf.maximum(tf.cast(origin, tf.int32), 0)
+            sample_weights["track_origin"] = normalised(valid)
+        if "track_vertex" in tasks:
+            v = tf.cast(vertex, tf.int32)
+            same = (v[:, :, None] == v[:, None, :]) & (v[:, :, None] >= 0)
+            steps = tf.shape(v)[1]
+            pairs = valid[:, :, None] & valid[:, None, :] & ~tf.eye(steps, dtype=tf.bool)
+            targets["track_vertex"] = tf.cast(same, tf.float32)[..., None]
+            sample_weights["track_vertex"] = normalised(pairs)
+        order = ["probabilities", *(t for t in TASK_ORDER if t in tasks)]
+        return x, tuple(targets[k] for k in order), tuple(sample_weights[k] for k in order)
+
+    return dataset.map(split)

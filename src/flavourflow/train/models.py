@@ -115,15 +115,95 @@ def dips(shapes: Shapes, n_classes: int, track_hidden: Sequence[int] = (64, 64, 
     return keras.Model(inputs, _softmax(x, n_classes), name="dips")
 
 
-ARCHITECTURES = {"tutorial": tutorial, "dl1": dl1, "dips": dips}
+#: Auxiliary tasks of the transformer: output name -> number of classes per track (origin)
+#: or per pair of tracks (vertex: same production vertex or not).
+AUX_TASKS = {"track_origin": 8, "track_vertex": 1}
+
+
+def transformer(shapes: Shapes, n_classes: int, embed_dim: int = 48, heads: int = 4,
+                layers: int = 3, ff_dim: int = 96, pool_heads: int = 2,
+                sum_pooling: bool = True, hidden: Sequence[int] = (64, 32),
+                activation: str = "relu", dropout: float = 0.0, aux: Sequence[str] = ()):
+    """A GN2-style transformer over tracks: a per-track embedding, ``layers`` pre-norm encoder
+    blocks of masked multi-head self-attention (padded tracks neither attend nor are attended
+    to) and a feed-forward network, attention pooling over the valid tracks (with
+    ``sum_pooling``, beside the sum over them, deep-sets style: attention pooling is a weighted
+    mean and forgets how many tracks there are), then (with the jet inputs, if any) a jet
+    network and the flavour softmax ``probabilities``.
+
+    ``aux`` adds auxiliary heads on the encoded tracks: ``track_origin`` (softmax over the
+    8 truth-origin classes per track, [N, T, 8]) and ``track_vertex`` (probability that two
+    tracks share a production vertex, [N, T, T, 1], symmetric). Outputs in that order."""
+    import keras
+
+    from flavourflow.export.layers import (
+        AttentionPooling,
+        MaskedSteps,
+        MaskedSum,
+        PairFeatures,
+        PairMask,
+    )
+
+    unknown = set(aux) - set(AUX_TASKS)
+    if unknown:
+        raise FlavourflowError(f"unknown auxiliary tasks {sorted(unknown)}; known: "
+                               f"{sorted(AUX_TASKS)}", field="aux_tasks")
+    tracks = keras.Input(shape=(shapes.n_steps, shapes.n_track), name=shapes.track_name)
+    valid = keras.Input(shape=(shapes.n_steps,), dtype="bool", name=shapes.valid_name)
+    x = MaskedSteps(name="zero_padding")([tracks, valid])
+    x = keras.layers.Dense(ff_dim, activation=activation, name="embed_0")(x)
+    x = keras.layers.Dense(embed_dim, name="embed_1")(x)
+    mask = PairMask(name="attention_mask")(valid)
+    for i in range(layers):
+        h = keras.layers.LayerNormalization(name=f"encoder_{i}_norm_0")(x)
+        h = keras.layers.MultiHeadAttention(heads, embed_dim // heads, dropout=dropout,
+                                            name=f"encoder_{i}_attention")(
+            h, h, attention_mask=mask)
+        x = keras.layers.Add(name=f"encoder_{i}_add_0")([x, h])
+        h = keras.layers.LayerNormalization(name=f"encoder_{i}_norm_1")(x)
+        h = keras.layers.Dense(ff_dim, activation=activation, name=f"encoder_{i}_ff_0")(h)
+        if dropout > 0:
+            h = keras.layers.Dropout(dropout, name=f"encoder_{i}_dropout")(h)
+        h = keras.layers.Dense(embed_dim, name=f"encoder_{i}_ff_1")(h)
+        x = keras.layers.Add(name=f"encoder_{i}_add_1")([x, h])
+    x = keras.layers.LayerNormalization(name="encoder_norm")(x)
+    pooled = AttentionPooling(pool_heads, name="attention_pooling")([x, valid])
+    if sum_pooling:
+        summed = MaskedSum(name="sum_over_tracks")([x, valid])
+        pooled = keras.layers.Concatenate(name="pooled")([pooled, summed])
+    inputs = [tracks, valid]
+    if shapes.n_jet:
+        jets = keras.Input(shape=(shapes.n_jet,), name=shapes.jet_name)
+        pooled = keras.layers.Concatenate(name="tracks_and_jet")([pooled, jets])
+        inputs = [jets, *inputs]
+    h = _dense_block(pooled, hidden, activation, False, dropout, "jet_")
+    outputs = [_softmax(h, n_classes)]
+    if "track_origin" in aux:
+        o = keras.layers.Dense(embed_dim, activation=activation, name="origin_dense")(x)
+        outputs.append(keras.layers.Dense(AUX_TASKS["track_origin"], activation="softmax",
+                                          dtype="float32", name="track_origin")(o))
+    if "track_vertex" in aux:
+        a = keras.layers.Dense(embed_dim // 2, name="vertex_embed")(x)
+        p = PairFeatures(name="vertex_pairs")(a)
+        p = keras.layers.Dense(embed_dim // 2, activation=activation, name="vertex_dense")(p)
+        outputs.append(keras.layers.Dense(1, activation="sigmoid", dtype="float32",
+                                          name="track_vertex")(p))
+    return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name="transformer")
+
+
+ARCHITECTURES = {"tutorial": tutorial, "dl1": dl1, "dips": dips, "transformer": transformer}
 #: Which inputs each architecture needs: (jet inputs, track inputs); None: optional.
-NEEDS = {"tutorial": (True, False), "dl1": (True, False), "dips": (None, True)}
+NEEDS = {"tutorial": (True, False), "dl1": (True, False), "dips": (None, True),
+         "transformer": (None, True)}
+#: Architectures lwtnn cannot express, deployed through ONNX alone, with the reason.
+ONNX_ONLY = {"transformer": "lwtnn has no attention layers"}
 
 
 def build(architecture: str, options: Mapping[str, Any], shapes: Shapes, n_classes: int,
-          fast: bool = False):
+          fast: bool = False, aux: Sequence[str] = ()):
     """Build the named architecture with ``options`` from the model's config entry;
-    ``fast``: the training-time variant (same weights, faster per-track layers)."""
+    ``fast``: the training-time variant (same weights, faster per-track layers); ``aux``: the
+    auxiliary tasks (transformer only)."""
     if architecture not in ARCHITECTURES:
         raise FlavourflowError(f"unknown architecture {architecture!r}; known: "
                                f"{sorted(ARCHITECTURES)}", field="architecture")
@@ -135,7 +215,7 @@ def build(architecture: str, options: Mapping[str, Any], shapes: Shapes, n_class
                 f"architecture {architecture} {'needs' if needed else 'takes no'} {what}",
                 field=what)
     parameters = set(inspect.signature(ARCHITECTURES[architecture]).parameters)
-    known = parameters - {"shapes", "n_classes", "fast"}
+    known = parameters - {"shapes", "n_classes", "fast", "aux"}
     for key in set(options) - known:
         raise FlavourflowError(f"architecture {architecture} has no option {key!r}; it has "
                                f"{sorted(known) or 'none'}", field=f"options.{key}")
@@ -145,4 +225,9 @@ def build(architecture: str, options: Mapping[str, Any], shapes: Shapes, n_class
             opts[key] = tuple(opts[key])
     if fast and "fast" in parameters:  # only dips has a training-time variant
         opts["fast"] = True
+    if aux:
+        if "aux" not in parameters:
+            raise FlavourflowError(f"architecture {architecture} has no auxiliary tasks",
+                                   field="aux_tasks")
+        opts["aux"] = tuple(aux)
     return ARCHITECTURES[architecture](shapes, n_classes, **opts)
