@@ -38,6 +38,7 @@ from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import CLASSES, KNOWN_LABELS, LABEL_FIELD, class_index
 from flavourflow.core.h5files import open_h5
 from flavourflow.core.outputs import atomic_path, write_json
+from flavourflow.preprocess import chunks, kernels
 from flavourflow.preprocess.resampling import Kinematics, Resampling, Sampler, plot
 from flavourflow.preprocess.shuffle import BucketShuffler, RowFile, permute_buckets
 from flavourflow.preprocess.stats import RunningMoments
@@ -49,8 +50,6 @@ JET_NODE = inputs.JET_NODE
 TRACK_NODE = inputs.TRACK_NODE
 #: Jet fields every pass reads besides the inputs.
 KEY_FIELDS = ("eventNumber", "jetIndex", LABEL_FIELD, "pt", "eta")
-#: Rows normalised at a time within a bucket (bounds the float64 temporaries).
-NORM_ROWS = 8192
 #: Bytes of track fields read at a time (a jet's tracks weigh ~50x its jet fields).
 TRACK_READ_BYTES = 32 << 20
 #: Bytes of output rows in one shuffle bucket (held in memory when the bucket is permuted).
@@ -86,21 +85,26 @@ STEMS = (JET_NODE, TRACK_NODE, f"{TRACK_NODE}_valid", "labels", "weights")
 def read_blocks(path: Path, fields: Sequence[str], block_size: int,
                 track_fields: Sequence[str] = (), max_tracks: int = 0
                 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Consecutive ``(jets, tracks)`` blocks with only ``fields`` (tracks: ``track_fields``
-    of the first ``max_tracks`` steps, or None when none are asked for)."""
+    """Consecutive ``(jets, tracks)`` blocks with ``fields`` (tracks: ``track_fields`` of the
+    first ``max_tracks`` steps, or None when none are asked for), read chunk by chunk
+    (:mod:`.chunks`)."""
     with open_h5(path) as f:
         jets = _dataset(f, path, "jets", fields)
         tracks = _dataset(f, path, TRACK_NODE, track_fields) if track_fields else None
         if tracks is not None and len(tracks) != len(jets):
             raise FlavourflowError(f"{len(tracks)} track rows for {len(jets)} jets", path=path,
                                    field=TRACK_NODE)
-        for start in range(0, len(jets), block_size):
-            stop = min(start + block_size, len(jets))
-            block = jets.fields(list(fields))[start:stop]
-            trk = None
-            if tracks is not None:
-                trk = tracks.fields(list(track_fields))[start:stop, :max_tracks]
-            yield block, trk
+        with contextlib.ExitStack() as stack:
+            jet_rows = stack.enter_context(chunks.RowReader(jets, path))
+            trk_rows = None if tracks is None else stack.enter_context(
+                chunks.RowReader(tracks, path))
+            for start in range(0, len(jets), block_size):
+                stop = min(start + block_size, len(jets))
+                block = jet_rows.read(start, stop, fields)
+                trk = None
+                if trk_rows is not None:
+                    trk = trk_rows.read(start, stop, track_fields, max_tracks)
+                yield block, trk
 
 
 def _dataset(f: h5py.File, path: Path, name: str, fields: Sequence[str]) -> h5py.Dataset:
@@ -276,6 +280,9 @@ def _run(source: Path, outdir: Path, settings: Settings) -> dict:
             if has_tracks:
                 _check_finite(trk, [v.field for v in trk_vars], source)
             copies, weights = plan(block, cls, which)
+            if has_tracks:  # [jets, steps] each: views of the fields, or their transforms
+                columns = [trk[v.field] if v.transform is None else v.compute(trk[v.field])
+                           for v in trk_vars]
             for i, split in enumerate(splitting.SPLITS):
                 rows = np.flatnonzero(which == i)
                 rows = np.repeat(rows, copies[rows])
@@ -288,8 +295,8 @@ def _run(source: Path, outdir: Path, settings: Settings) -> dict:
                         jet_moments.update(x)
                     out[JET_NODE] = x.astype(np.float32)
                 if has_tracks:
-                    values, valid = inputs.track_tensor(trk[rows], trk_vars, max_tracks,
-                                                        np.float32)
+                    values, valid = kernels.gather_steps(columns, trk[inputs.VALID_FIELD],
+                                                         rows, max_tracks)
                     if i == 0:
                         trk_moments.update(values[valid])
                     out[TRACK_NODE] = values
@@ -313,8 +320,8 @@ def _run(source: Path, outdir: Path, settings: Settings) -> dict:
             valid = blocks.get(f"{TRACK_NODE}_valid")
             for node in (JET_NODE, TRACK_NODE):
                 if node in blocks:
-                    blocks[node] = _normalise(blocks[node], *norm[node],
-                                              valid if node == TRACK_NODE else None)
+                    blocks[node] = kernels.normalise(blocks[node], *norm[node],
+                                                     valid if node == TRACK_NODE else None)
             normalising.update(len(blocks["labels"]))
             return blocks
 
@@ -346,21 +353,6 @@ def _run(source: Path, outdir: Path, settings: Settings) -> dict:
              "(counting %.2f, writing %.2f, normalising %.2f), peak RSS %.0f MB", counts,
              originals, source, t3 - t0, t1 - t0, t2 - t1, t3 - t2, peak)
     return variables
-
-
-def _normalise(x: np.ndarray, mean: np.ndarray, scale: np.ndarray,
-               valid: np.ndarray | None) -> np.ndarray:
-    """In place (float32 ``x``): NaN -> default (the mean), then (x - mean) * scale computed
-    in float64; padded steps (``~valid``) -> 0."""
-    for start in range(0, len(x), NORM_ROWS):
-        chunk = x[start : start + NORM_ROWS].astype(np.float64)
-        v = None if valid is None else valid[start : start + NORM_ROWS]
-        chunk = inputs.fill_defaults(chunk, v, mean)
-        chunk = (chunk - mean) * scale
-        if v is not None:
-            chunk[~v] = 0.0
-        x[start : start + NORM_ROWS] = chunk
-    return x
 
 
 @contextlib.contextmanager
