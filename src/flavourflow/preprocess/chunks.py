@@ -79,6 +79,14 @@ class _Segment:
     direct: bool
 
 
+def _bounds(space: h5py.h5s.SpaceID, shape: tuple[int, ...]
+            ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """First and last index (inclusive) of a non-empty selection (of all ``shape``)."""
+    if space.get_select_type() == h5py.h5s.SEL_ALL:
+        return (0,) * len(shape), tuple(k - 1 for k in shape)
+    return space.get_select_bounds()
+
+
 def _direct(ds: h5py.Dataset) -> bool:
     """Whether ``ds`` is chunked by whole rows with LZF as its only filter."""
     return (ds.chunks is not None and tuple(ds.chunks[1:]) == tuple(ds.shape[1:])
@@ -109,7 +117,9 @@ class RowReader:
             return whole
         segments = []
         for source in ds.virtual_sources():
-            v_lo, v_hi = source.vspace.get_select_bounds()
+            if source.vspace.get_select_npoints() == 0:
+                continue  # an empty part
+            v_lo, v_hi = _bounds(source.vspace, ds.shape)
             if source.file_name == ".":
                 f = ds.file
             else:
@@ -121,7 +131,9 @@ class RowReader:
                 except OSError:
                     return whole  # HDF5 resolves it otherwise (prefixes): let it read
             src = f[source.dset_name]
-            s_lo, s_hi = source.src_space.get_select_bounds()
+            if len(src) == 0:
+                continue
+            s_lo, s_hi = _bounds(source.src_space, src.shape)
             rows = v_hi[0] - v_lo[0] + 1
             if (src.dtype != ds.dtype or tuple(src.shape[1:]) != tuple(ds.shape[1:])
                     or s_hi[0] - s_lo[0] + 1 != rows
@@ -144,6 +156,7 @@ class RowReader:
              steps: int | None = None) -> np.ndarray:
         """Rows ``[start, stop)``, as a view with only ``fields`` (and of a sequence only its
         first ``steps`` steps) of the rows read whole."""
+        stop = min(stop, self.shape[0])
         out = np.empty((max(0, stop - start), *self.shape[1:]), dtype=self.dtype)
         for seg in self.segments:
             lo, hi = max(start, seg.start), min(stop, seg.stop)
