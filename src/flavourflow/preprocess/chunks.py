@@ -56,14 +56,13 @@ def _lzf_decode(src: np.ndarray, out: np.ndarray) -> int:
         length += 2
         if ref < 0 or op + length > size:
             return -1
-        if op - ref >= length:  # no overlap
-            out[op : op + length] = out[ref : ref + length]
-            op += length
-        else:  # a repeated pattern: byte by byte
-            for _ in range(length):
-                out[op] = out[ref]
-                op += 1
-                ref += 1
+        distance = op - ref  # overlapping copies repeat the last `distance` bytes:
+        while length > 0:  # copied in pieces of at most `distance`
+            piece = min(distance, length)
+            out[op : op + piece] = out[ref : ref + piece]
+            op += piece
+            ref += piece
+            length -= piece
     return op
 
 

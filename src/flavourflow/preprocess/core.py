@@ -26,6 +26,7 @@ import resource
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +88,29 @@ def read_blocks(path: Path, fields: Sequence[str], block_size: int,
                 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Consecutive ``(jets, tracks)`` blocks with ``fields`` (tracks: ``track_fields`` of the
     first ``max_tracks`` steps, or None when none are asked for), read chunk by chunk
-    (:mod:`.chunks`)."""
+    (:mod:`.chunks`), the next block in a second thread while this one is used."""
+    return _ahead(_blocks(path, fields, block_size, track_fields, max_tracks))
+
+
+def _ahead(items: Iterator) -> Iterator:
+    """``items``, the next one produced in a second thread (the chunk decoder runs without
+    the GIL) while the caller uses this one: two items in memory at most."""
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(next, items, None)
+        try:
+            while (item := pending.result()) is not None:
+                pending = pool.submit(next, items, None)
+                yield item
+        finally:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                pending.result()  # the thread is done with the generator: close it here
+            items.close()
+
+
+def _blocks(path: Path, fields: Sequence[str], block_size: int,
+            track_fields: Sequence[str], max_tracks: int
+            ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     with open_h5(path) as f:
         jets = _dataset(f, path, "jets", fields)
         tracks = _dataset(f, path, TRACK_NODE, track_fields) if track_fields else None
