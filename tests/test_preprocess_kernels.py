@@ -149,3 +149,14 @@ def test_gather_steps_equals_track_tensor_of_the_rows() -> None:
     assert values.tobytes() == want_values.tobytes()
     with pytest.raises(ValueError):
         kernels.gather_steps(columns, block["valid"], np.array([50]), 8)
+
+
+def test_count_inf_counts_both_signs_not_nan_on_strided_views() -> None:
+    block = np.zeros((30, 5), dtype=[("x", "<f4"), ("n", "<i8")])
+    block["x"][3, 1] = np.inf
+    block["x"][7, 4] = -np.inf
+    block["x"][9, 0] = np.nan
+    assert kernels.count_inf(block["x"]) == 2
+    assert kernels.count_inf(block["x"][:, 0]) == 0
+    assert kernels.count_inf(block["x"][:, 1]) == 1
+    assert kernels.count_inf(block["n"]) == 0

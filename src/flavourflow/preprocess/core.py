@@ -190,7 +190,7 @@ def _check_finite(block: np.ndarray, names: Sequence[str], source: Path) -> None
     """Refuse infinite input values (NaN is allowed: it means "missing" and gets the
     variable's default, as in ATLAS' lwtnn)."""
     for name in names:
-        n_inf = int(np.isinf(block[name]).sum())
+        n_inf = kernels.count_inf(block[name])
         if n_inf:
             raise FlavourflowError(f"{n_inf} infinite values in a block of {len(block)} jets",
                                    path=source, field=name)

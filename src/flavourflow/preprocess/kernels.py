@@ -96,3 +96,20 @@ def gather_steps(columns: list[np.ndarray], valid: np.ndarray, rows: np.ndarray,
         _gather_steps(values, k, column, valid, rows)
     _gather_valid(out_valid, valid, rows)
     return values, out_valid
+
+
+@kernel
+def _count_inf(values: np.ndarray) -> int:
+    count = 0
+    for i in range(values.shape[0]):
+        for t in range(values.shape[1]):
+            if np.isinf(values[i, t]):
+                count += 1
+    return count
+
+
+def count_inf(values: np.ndarray) -> int:
+    """Infinite values in ``values`` (any shape and strides; integers have none)."""
+    if not np.issubdtype(values.dtype, np.floating):
+        return 0
+    return int(_count_inf(values.reshape(len(values), -1) if values.ndim != 2 else values))
