@@ -160,3 +160,29 @@ def test_count_inf_counts_both_signs_not_nan_on_strided_views() -> None:
     assert kernels.count_inf(block["x"][:, 0]) == 0
     assert kernels.count_inf(block["x"][:, 1]) == 1
     assert kernels.count_inf(block["n"]) == 0
+
+
+@pytest.mark.parametrize("width", [1, 2, 6])
+def test_moments_of_valid_steps_are_those_of_the_copy_to_the_bit(width: int) -> None:
+    from flavourflow.preprocess.stats import RunningMoments
+
+    rng = np.random.default_rng(5)
+    values = (rng.normal(3.0, 50.0, (3000, 11, width))
+              * rng.exponential(1.0, (3000, 1, 1))).astype(np.float32)
+    values[rng.random(values.shape) < 0.03] = np.nan
+    values[5, 2, 0] = -np.inf
+    valid = rng.random((3000, 11)) < 0.6
+    streamed, copied = RunningMoments(width), RunningMoments(width)
+    for start in range(0, 3000, 700):  # several blocks, merged
+        streamed.update_steps(values[start : start + 700], valid[start : start + 700])
+        copied_block = values[start : start + 700][valid[start : start + 700]]
+        finite = np.isfinite(copied_block.astype(np.float64))
+        n = finite.sum(axis=0).astype(np.float64)
+        safe = np.where(finite, copied_block.astype(np.float64), 0.0)
+        mean = np.where(n > 0, safe.sum(axis=0) / n, 0.0)
+        copied._merge(n, mean, np.where(finite, (safe - mean) ** 2, 0.0).sum(axis=0))
+    for name in ("count", "mean", "m2"):
+        assert getattr(streamed, name).tobytes() == getattr(copied, name).tobytes()
+    jets = RunningMoments(width)
+    jets.update(values[:, 0, :])
+    assert jets.count.tolist() == np.isfinite(values[:, 0, :]).sum(axis=0).tolist()

@@ -321,7 +321,7 @@ def _run(source: Path, outdir: Path, settings: Settings) -> dict:
                     values, valid = kernels.gather_steps(columns, trk[inputs.VALID_FIELD],
                                                          rows, max_tracks)
                     if i == 0:
-                        trk_moments.update(values[valid])
+                        trk_moments.update_steps(values, valid)
                     out[TRACK_NODE] = values
                     out[f"{TRACK_NODE}_valid"] = valid
                 for idx, slots in shufflers[split].deal(len(rows)):

@@ -113,3 +113,41 @@ def count_inf(values: np.ndarray) -> int:
     if not np.issubdtype(values.dtype, np.floating):
         return 0
     return int(_count_inf(values.reshape(len(values), -1) if values.ndim != 2 else values))
+
+
+@kernel
+def _moments(values: np.ndarray, valid: np.ndarray, mean_of: np.ndarray, count: np.ndarray,
+             total: np.ndarray, m2: np.ndarray, second: bool) -> None:
+    first = True
+    for i in range(values.shape[0]):
+        for t in range(values.shape[1]):
+            if not valid[i, t]:
+                continue
+            for k in range(values.shape[2]):
+                x = np.float64(values[i, t, k])
+                finite = np.isfinite(x)
+                if second:
+                    term = (x - mean_of[k]) * (x - mean_of[k]) if finite else 0.0
+                    m2[k] = term if first else m2[k] + term
+                else:
+                    safe = x if finite else 0.0
+                    total[k] = safe if first else total[k] + safe
+                    count[k] = (1.0 if finite else 0.0) + (0.0 if first else count[k])
+            first = False
+
+
+def moments(values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                             np.ndarray]:
+    """``(count, mean, m2)`` per variable over the finite values of the valid steps of
+    ``values`` [rows, steps, vars] (``valid`` [rows, steps]), added row after row in the
+    order numpy's ``sum(axis=0)`` of ``values[valid]`` adds them (for 2 variables or more),
+    so to the same bits."""
+    if values.ndim != 3 or valid.shape != values.shape[:2]:
+        raise ValueError(f"values {values.shape} with mask {valid.shape}")
+    width = values.shape[2]
+    count, total, m2 = np.zeros(width), np.zeros(width), np.zeros(width)
+    _moments(values, valid, total, count, total, m2, False)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / count, 0.0)
+    _moments(values, valid, mean, count, total, m2, True)
+    return count, mean, m2
