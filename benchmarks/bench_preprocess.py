@@ -25,11 +25,12 @@ uncapped (``max_upsampling`` 1e6, as UPP caps nothing), each flavour keeping its
 
 Reported per tool, as min / median / max over the rounds: wall seconds, CPU seconds (user +
 system, from ``wait4``), jets/s of the whole command, jets/s after start-up (input jets /
-(wall - start-up)), peak RSS and peak anonymous RSS (sampled from /proc every 20 ms: RSS less
-the file-backed pages of outputs being written, which the kernel writes back and reclaims;
-what must fit in RAM); and the ratio ours / UPP of jets/s per round. Start-up is measured
-apart: each tool on the first ``--startup-jets`` jets of the input (imports, config, file
-opening, a few blocks), alternating, ``--repeats`` times.
+(median wall - median start-up wall)), peak RSS and peak anonymous RSS (sampled from /proc
+every 20 ms: RSS less the file-backed pages of outputs being written, which the kernel
+writes back and reclaims; what must fit in RAM); and the ratio ours / UPP of jets/s per
+round. Start-up is measured apart (``--startup-only``: that alone): each tool on the first
+``--startup-jets`` jets of the input (imports, config, file opening, a few blocks),
+alternating, ``--repeats`` times.
 """
 
 from __future__ import annotations
@@ -246,22 +247,26 @@ def spread(values: list[float], fmt: str = "{:.0f}") -> str:
                                               max(values)))
 
 
-def startup(args: argparse.Namespace, tmp: Path) -> dict[str, list[float]]:
-    """Wall seconds of each tool on the first ``--startup-jets`` jets, alternating."""
+def startup(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, list[float]],
+                                                          dict[str, list[float]]]:
+    """Wall and CPU seconds of each tool on the first ``--startup-jets`` jets, alternating."""
     small = tmp / "startup.h5"
     replicate(args.input, small, 1, head=args.startup_jets)
     config = upp_config(small, tmp / "upp_startup", "none")
     walls: dict[str, list[float]] = {"ours": [], "upp": []}
+    cpus: dict[str, list[float]] = {"ours": [], "upp": []}
     for r in range(args.repeats):
         for tool in ("ours", "upp") if r % 2 == 0 else ("upp", "ours"):
             out = tmp / f"startup_{tool}"
             command = (ours_command(small, out, "none") if tool == "ours"
                        else upp_command(args.upp, config))
-            walls[tool].append(timed(command, tmp / f"startup_{tool}.log")[0])
+            wall, cpu, _, _ = timed(command, tmp / f"startup_{tool}.log")
+            walls[tool].append(wall)
+            cpus[tool].append(cpu)
             shutil.rmtree(out, ignore_errors=True)
             shutil.rmtree(tmp / "upp_startup" / "out", ignore_errors=True)
     small.unlink()
-    return walls
+    return walls, cpus
 
 
 def compare(args: argparse.Namespace, source: Path, method: str, tmp: Path,
@@ -293,9 +298,10 @@ def compare(args: argparse.Namespace, source: Path, method: str, tmp: Path,
     rate = {}
     for tool, run in runs.items():
         rate[tool] = [n_jets / w for w in run.wall]
-        net = [n_jets / max(w - start[tool], 1e-9) for w in run.wall]
+        net = statistics.median(run.wall) - start[tool]  # (medians: noise can invert them)
+        after = f"{n_jets / net:.0f}" if net > 0 else "n/a"
         print(f"  {tool:4s}: wall {spread(run.wall, '{:.1f}')} s, CPU {spread(run.cpu, '{:.1f}')}"
-              f" s, {spread(rate[tool])} jets/s ({spread(net)} after start-up), peak RSS "
+              f" s, {spread(rate[tool])} jets/s ({after} after the median start-up), peak RSS "
               f"{spread(run.rss)} MB, anonymous {spread(run.anon)} MB")
     for name in runs["ours"].rows:
         a, b = runs["ours"].rows[name], runs["upp"].rows[name]
@@ -317,6 +323,8 @@ def main() -> None:
     parser.add_argument("--scale", type=int, nargs="+", default=[1],
                         help="run both tools on the input replicated K times, for each K")
     parser.add_argument("--startup-jets", type=int, default=2000)
+    parser.add_argument("--startup-only", action="store_true",
+                        help="measure the start-up only")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the replicated inputs and outputs go (default: $TMPDIR)")
     args = parser.parse_args()
@@ -325,10 +333,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench_pp_", dir=args.workdir) as tmp:
         tmp = Path(tmp)
-        walls = startup(args, tmp)
+        walls, cpus = startup(args, tmp)
         start = {tool: statistics.median(w) for tool, w in walls.items()}
         print(f"start-up ({args.startup_jets} jets, {args.repeats} runs, min / median / max): "
-              f"ours {spread(walls['ours'], '{:.2f}')} s, UPP {spread(walls['upp'], '{:.2f}')} s")
+              f"ours {spread(walls['ours'], '{:.2f}')} s wall, {spread(cpus['ours'], '{:.2f}')} s "
+              f"CPU; UPP {spread(walls['upp'], '{:.2f}')} s wall, "
+              f"{spread(cpus['upp'], '{:.2f}')} s CPU")
+        if args.startup_only:
+            return
         print(f"common to every comparison: {COMMON_DIFFERENCES}\n", flush=True)
         for k in args.scale:
             source = args.input
