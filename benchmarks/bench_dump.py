@@ -13,8 +13,11 @@ ZSTD), ``--copies`` x 100 events and ``--factor`` times more.
 Every measurement runs in its own Python process (so that each has its own peak RSS) and
 times, after the imports, in wall-clock and CPU seconds: (A) the raw read: ``uproot``
 iterating over the branches the reader uses, same step size; (B) the dump:
-``flavourflow.dump.core.run`` (read, convert, write with the default filter). A and B
-run back to back in ``--repeat`` rounds, in turns first. Prints events/s and jets/s (best
+``flavourflow.dump.core.run`` (read, convert, write with the default filter); (C) B pinned
+to one core (``os.sched_setaffinity``: its read-ahead thread shares that core, as when
+the other core is busy). A, B and C run back to back in ``--repeat`` rounds, in turns
+first. Also printed: B / A and C / A in wall time, and B / A in CPU time (min / median /
+max of the rounds). Prints events/s and jets/s (best
 times), B's throughput / A's (goal >= 0.7: the median of the rounds' ratios, and the ratio of
 the best times), the ratio in CPU time (B's read-ahead thread included), and the peak RSS
 of B on the small and the large input (goal: large <= 1.15 x small). B's times include the
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -59,6 +63,8 @@ def branches_of(path: Path, fmt: str) -> tuple[str, list[str], str]:
 
 def child(args: argparse.Namespace) -> None:
     """One measurement in this process; prints one JSON line."""
+    if args.child == "dump-pinned":  # one core for the dump and its read-ahead thread
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     t0 = time.perf_counter()
     import uproot
 
@@ -96,6 +102,10 @@ def child(args: argparse.Namespace) -> None:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "cpu": cpu, "jets": jets, "events": events,
                       "rss_mb": rss_mb}))
+
+
+def _spread(values: list[float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in (min(values), np.median(values), max(values)))
 
 
 def measure(kind: str, path: Path, fmt: str, step_size: int, out: Path) -> dict:
@@ -150,7 +160,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--encoders", action="store_true",
                         help="the dump with flavourflow's LZF encoders vs h5py's LZF filter")
-    parser.add_argument("--child", choices=("read", "dump", "dump-h5py", "startup"),
+    parser.add_argument("--child", choices=("read", "dump", "dump-pinned", "dump-h5py",
+                                            "startup"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
@@ -165,18 +176,24 @@ def main() -> None:
             compare_encoders(args, small, work)
             return
         large = make_input(work / "large.root", args.format, args.copies * args.factor)
+        measure("dump", small, args.format, args.step_size, work / "out.h5")  # warm-up:
+        # the kernels compiled into numba's cache where it has none, not in a round
         best: dict[str, dict] = {}
-        ratios, cpu_ratios = [], []
+        ratios, cpu_ratios, costs, pinned = [], [], [], []
+        kinds = ["read", "dump", "dump-pinned"]
         for k in range(args.repeat):
-            # one round: a read and a dump back to back, in turns first (this VM's speed
-            # drifts by tens of percent within minutes: a round's ratio is robust to it)
+            # one round: a read, a dump and a dump pinned to one core back to back, in
+            # turns first (this VM's speed drifts by tens of percent within minutes: a
+            # round's ratio is robust to it)
             round_ = {}
-            for kind in ("read", "dump") if k % 2 == 0 else ("dump", "read"):
+            for kind in kinds[k % 3:] + kinds[: k % 3]:
                 m = round_[kind] = measure(kind, small, args.format, args.step_size,
                                            work / "out.h5")
                 best[kind] = {key: min(v, best.get(kind, m)[key]) for key, v in m.items()}
             ratios.append(round_["read"]["seconds"] / round_["dump"]["seconds"])
             cpu_ratios.append(round_["read"]["cpu"] / round_["dump"]["cpu"])
+            costs.append(round_["dump"]["seconds"] / round_["read"]["seconds"])
+            pinned.append(round_["dump-pinned"]["seconds"] / round_["read"]["seconds"])
         startup = measure("startup", make_input(work / "one.root", args.format, 1), args.format,
                           args.step_size, work / "one.h5")
         big = measure("dump", large, args.format, args.step_size, work / "large.h5")
@@ -195,6 +212,10 @@ def main() -> None:
               f"{read['seconds'] / dump['seconds']:.2f} (goal >= 0.7)")
         print(f"CPU time (both threads of the dump): raw read {read['cpu']:.3f} s, dump "
               f"{dump['cpu']:.3f} s; ratio: median of the rounds {np.median(cpu_ratios):.2f}")
+        cpu_costs = [1 / r for r in cpu_ratios]
+        print(f"dump time / raw read time, min / median / max of the rounds: wall "
+              f"{_spread(costs)}, CPU {_spread(cpu_costs)}, wall with the dump pinned to one "
+              f"core (sched_setaffinity; read-ahead thread on the same core) {_spread(pinned)}")
         print(f"large input dump: {big['jets'] / big['seconds']:.0f} jets/s "
               f"({big['seconds']:.2f} s; raw read {big_read['seconds']:.2f} s, ratio "
               f"{big_read['seconds'] / big['seconds']:.2f}, one round)")

@@ -26,6 +26,7 @@ import resource
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from flavourflow.core.errors import FlavourflowError
 from flavourflow.core.flavours import CLASSES, KNOWN_LABELS, LABEL_FIELD, class_index
 from flavourflow.core.h5files import open_h5
 from flavourflow.core.outputs import atomic_path, write_json
+from flavourflow.preprocess import chunks, kernels
 from flavourflow.preprocess.resampling import Kinematics, Resampling, Sampler, plot
 from flavourflow.preprocess.shuffle import BucketShuffler, RowFile, permute_buckets
 from flavourflow.preprocess.stats import RunningMoments
@@ -49,8 +51,6 @@ JET_NODE = inputs.JET_NODE
 TRACK_NODE = inputs.TRACK_NODE
 #: Jet fields every pass reads besides the inputs.
 KEY_FIELDS = ("eventNumber", "jetIndex", LABEL_FIELD, "pt", "eta")
-#: Rows normalised at a time within a bucket (bounds the float64 temporaries).
-NORM_ROWS = 8192
 #: Bytes of track fields read at a time (a jet's tracks weigh ~50x its jet fields).
 TRACK_READ_BYTES = 32 << 20
 #: Bytes of output rows in one shuffle bucket (held in memory when the bucket is permuted).
@@ -92,21 +92,48 @@ TRUTH_STEMS = {f"{TRACK_NODE}_origin": "ftagTruthOriginLabel",
 def read_blocks(path: Path, fields: Sequence[str], block_size: int,
                 track_fields: Sequence[str] = (), max_tracks: int = 0
                 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Consecutive ``(jets, tracks)`` blocks with only ``fields`` (tracks: ``track_fields``
-    of the first ``max_tracks`` steps, or None when none are asked for)."""
+    """Consecutive ``(jets, tracks)`` blocks with ``fields`` (tracks: ``track_fields`` of the
+    first ``max_tracks`` steps, or None when none are asked for), read chunk by chunk
+    (:mod:`.chunks`), the next block in a second thread while this one is used."""
+    return _ahead(_blocks(path, fields, block_size, track_fields, max_tracks))
+
+
+def _ahead(items: Iterator) -> Iterator:
+    """``items``, the next one produced in a second thread (the chunk decoder runs without
+    the GIL) while the caller uses this one: two items in memory at most."""
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(next, items, None)
+        try:
+            while (item := pending.result()) is not None:
+                pending = pool.submit(next, items, None)
+                yield item
+        finally:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                pending.result()  # the thread is done with the generator: close it here
+            items.close()
+
+
+def _blocks(path: Path, fields: Sequence[str], block_size: int,
+            track_fields: Sequence[str], max_tracks: int
+            ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     with open_h5(path) as f:
         jets = _dataset(f, path, "jets", fields)
         tracks = _dataset(f, path, TRACK_NODE, track_fields) if track_fields else None
         if tracks is not None and len(tracks) != len(jets):
             raise FlavourflowError(f"{len(tracks)} track rows for {len(jets)} jets", path=path,
                                    field=TRACK_NODE)
-        for start in range(0, len(jets), block_size):
-            stop = min(start + block_size, len(jets))
-            block = jets.fields(list(fields))[start:stop]
-            trk = None
-            if tracks is not None:
-                trk = tracks.fields(list(track_fields))[start:stop, :max_tracks]
-            yield block, trk
+        with contextlib.ExitStack() as stack:
+            jet_rows = stack.enter_context(chunks.RowReader(jets, path))
+            trk_rows = None if tracks is None else stack.enter_context(
+                chunks.RowReader(tracks, path))
+            for start in range(0, len(jets), block_size):
+                stop = min(start + block_size, len(jets))
+                block = jet_rows.read(start, stop, fields)
+                trk = None
+                if trk_rows is not None:
+                    trk = trk_rows.read(start, stop, track_fields, max_tracks)
+                yield block, trk
 
 
 def _dataset(f: h5py.File, path: Path, name: str, fields: Sequence[str]) -> h5py.Dataset:
@@ -169,7 +196,7 @@ def _check_finite(block: np.ndarray, names: Sequence[str], source: Path) -> None
     """Refuse infinite input values (NaN is allowed: it means "missing" and gets the
     variable's default, as in ATLAS' lwtnn)."""
     for name in names:
-        n_inf = int(np.isinf(block[name]).sum())
+        n_inf = kernels.count_inf(block[name])
         if n_inf:
             raise FlavourflowError(f"{n_inf} infinite values in a block of {len(block)} jets",
                                    path=source, field=name)
@@ -288,6 +315,9 @@ def _run(source: Path, outdir: Path, settings: Settings) -> dict:
             if has_tracks:
                 _check_finite(trk, [v.field for v in trk_vars], source)
             copies, weights = plan(block, cls, which)
+            if has_tracks:  # [jets, steps] each: views of the fields, or their transforms
+                columns = [trk[v.field] if v.transform is None else v.compute(trk[v.field])
+                           for v in trk_vars]
             for i, split in enumerate(splitting.SPLITS):
                 rows = np.flatnonzero(which == i)
                 rows = np.repeat(rows, copies[rows])
@@ -300,10 +330,10 @@ def _run(source: Path, outdir: Path, settings: Settings) -> dict:
                         jet_moments.update(x)
                     out[JET_NODE] = x.astype(np.float32)
                 if has_tracks:
-                    values, valid = inputs.track_tensor(trk[rows], trk_vars, max_tracks,
-                                                        np.float32)
+                    values, valid = kernels.gather_steps(columns, trk[inputs.VALID_FIELD],
+                                                         rows, max_tracks)
                     if i == 0:
-                        trk_moments.update(values[valid])
+                        trk_moments.update_steps(values, valid)
                     out[TRACK_NODE] = values
                     out[f"{TRACK_NODE}_valid"] = valid
                     for stem, name in TRUTH_STEMS.items() if settings.truth else ():
@@ -328,8 +358,8 @@ def _run(source: Path, outdir: Path, settings: Settings) -> dict:
             valid = blocks.get(f"{TRACK_NODE}_valid")
             for node in (JET_NODE, TRACK_NODE):
                 if node in blocks:
-                    blocks[node] = _normalise(blocks[node], *norm[node],
-                                              valid if node == TRACK_NODE else None)
+                    blocks[node] = kernels.normalise(blocks[node], *norm[node],
+                                                     valid if node == TRACK_NODE else None)
             normalising.update(len(blocks["labels"]))
             return blocks
 
@@ -362,21 +392,6 @@ def _run(source: Path, outdir: Path, settings: Settings) -> dict:
              "(counting %.2f, writing %.2f, normalising %.2f), peak RSS %.0f MB", counts,
              originals, source, t3 - t0, t1 - t0, t2 - t1, t3 - t2, peak)
     return variables
-
-
-def _normalise(x: np.ndarray, mean: np.ndarray, scale: np.ndarray,
-               valid: np.ndarray | None) -> np.ndarray:
-    """In place (float32 ``x``): NaN -> default (the mean), then (x - mean) * scale computed
-    in float64; padded steps (``~valid``) -> 0."""
-    for start in range(0, len(x), NORM_ROWS):
-        chunk = x[start : start + NORM_ROWS].astype(np.float64)
-        v = None if valid is None else valid[start : start + NORM_ROWS]
-        chunk = inputs.fill_defaults(chunk, v, mean)
-        chunk = (chunk - mean) * scale
-        if v is not None:
-            chunk[~v] = 0.0
-        x[start : start + NORM_ROWS] = chunk
-    return x
 
 
 @contextlib.contextmanager
