@@ -106,24 +106,29 @@ def test_models_scored_on_other_jets_are_refused(tmp_path: Path) -> None:
 
 def test_scan_ranking_orders_variants_by_light_then_c_rejection(tmp_path: Path) -> None:
     """Constructed metrics: best light rejection first, ties broken by c rejection, a
-    variant that reaches no cut (None) last; a missing working point is named."""
+    lower limit ranked by its limit and shown as one, a variant that reaches no cut (None)
+    last; a missing working point is named."""
     from flavourflow.compare.core import rank, ranking_table
 
-    def write(name: str, light: float | None, c: float | None) -> Path:
+    def write(name: str, light: float | None, c: float | None,
+              light_limit: float | None = None) -> Path:
         path = tmp_path / f"{name}.json"
-        point = {"light_rejection": light, "c_rejection": c}
+        point = {"light_rejection": light, "c_rejection": c,
+                 "light_rejection_lower_limit": light_limit}
         path.write_text(json.dumps({"taggers": {"network": {
             "working_points": {"70": point}, "auc_b_vs_light": 0.9}}}))
         return path
 
     metrics = {"v0": write("v0", 50.0, 3.0), "v1": write("v1", 80.0, 2.0),
-               "v2": write("v2", 50.0, 4.0), "v3": write("v3", None, None)}
-    grid = {f"v{i}": {"training.learning_rate": lr} for i, lr in enumerate([1, 2, 3, 4])}
+               "v2": write("v2", 50.0, 4.0), "v3": write("v3", None, None),
+               "v4": write("v4", None, 5.0, light_limit=60.0)}
+    grid = {f"v{i}": {"training.learning_rate": lr} for i, lr in enumerate([1, 2, 3, 4, 5])}
     rows = rank(metrics, grid, 0.70)
-    assert [r["model"] for r in rows] == ["v1", "v2", "v0", "v3"]
+    assert [r["model"] for r in rows] == ["v1", "v4", "v2", "v0", "v3"]
     assert rows[0]["training.learning_rate"] == 2
     table = ranking_table(rows, 0.70).splitlines()
     assert table[0].startswith("| rank | model | training.learning_rate | light rej. 70 %")
-    assert table[2].startswith("| 1 | v1 | 2 | 80.0 | 2.0 |") and len(table) == 6
+    assert table[2].startswith("| 1 | v1 | 2 | 80.0 | 2.0 |") and len(table) == 7
+    assert table[3].startswith("| 2 | v4 | 5 | > 60.0 | 5.0 |")
     with pytest.raises(FlavourflowError, match="no working point 77"):
         rank(metrics, grid, 0.77)

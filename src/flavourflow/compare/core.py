@@ -184,15 +184,32 @@ def rank(metrics: Mapping[str, Path], grid: Mapping[str, Mapping[str, object]],
                                    "evaluate.working_points)", path=path, field="working_points")
         point = entry["working_points"][key]
         rows.append({"model": name, **{k: grid.get(name, {}).get(k) for k in _grid_keys(grid)},
-                     "light_rejection": point["light_rejection"],
-                     "c_rejection": point["c_rejection"],
+                     **{k: point.get(k) for k in _RANKED},
                      "auc_b_vs_light": entry["auc_b_vs_light"]})
 
     def order(row: dict) -> tuple[float, float]:
         return tuple(-(v if v is not None and math.isfinite(v) else -math.inf)
-                     for v in (row["light_rejection"], row["c_rejection"]))
+                     for v in (_value_or_limit(row, "light"), _value_or_limit(row, "c")))
 
     return sorted(rows, key=order)
+
+
+#: What a ranking row keeps of a working point: a rejection, or where fewer than 10
+#: background jets pass, its lower limit (ranked by it).
+_RANKED = ("light_rejection", "light_rejection_lower_limit", "c_rejection",
+           "c_rejection_lower_limit")
+
+
+def _value_or_limit(row: dict, background: str) -> float | None:
+    value = row.get(f"{background}_rejection")
+    return value if value is not None else row.get(f"{background}_rejection_lower_limit")
+
+
+def _cell(row: dict, background: str) -> str:
+    if row.get(f"{background}_rejection") is not None:
+        return f"{row[f'{background}_rejection']:.1f}"
+    limit = row.get(f"{background}_rejection_lower_limit")
+    return f"> {limit:.1f}" if limit is not None else "-"
 
 
 def _grid_keys(grid: Mapping[str, Mapping[str, object]]) -> list[str]:
@@ -201,15 +218,14 @@ def _grid_keys(grid: Mapping[str, Mapping[str, object]]) -> list[str]:
 
 def ranking_table(rows: Sequence[dict], rank_by: float) -> str:
     """The ranking as a Markdown table."""
-    keys = [k for k in rows[0] if k not in ("model", "light_rejection", "c_rejection",
-                                            "auc_b_vs_light")] if rows else []
+    keys = [k for k in rows[0] if k not in ("model", *_RANKED, "auc_b_vs_light")] if rows \
+        else []
     wp = round(rank_by * 100)
     head = ["rank", "model", *keys, f"light rej. {wp} %", f"c rej. {wp} %", "AUC b/light"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, row in enumerate(rows, 1):
         cells = [str(i), row["model"], *(json.dumps(row[k]) for k in keys),
-                 *(f"{row[k]:.1f}" if row[k] is not None else "-"
-                   for k in ("light_rejection", "c_rejection")),
+                 _cell(row, "light"), _cell(row, "c"),
                  f"{row['auc_b_vs_light']:.4f}" if row["auc_b_vs_light"] is not None else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
