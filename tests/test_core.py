@@ -87,9 +87,14 @@ def test_configcheck_lists_are_the_code_s_own() -> None:
     assert jets == set(blocks.JET_DTYPE.names) and tracks == set(blocks.TRACK_DTYPE.names)
     assert configcheck.physlite_tagger_fields() == {
         f"{t}_{o}" for t in physlite.TAGGERS for o in physlite.TAGGER_OUTPUTS}
+    assert configcheck.truth_track_fields() == set(blocks.TRUTH_TRACK_DTYPE.names)
     for name, builder in models.ARCHITECTURES.items():
-        options = set(inspect.signature(builder).parameters) - {"shapes", "n_classes", "fast"}
+        parameters = set(inspect.signature(builder).parameters)
+        options = parameters - {"shapes", "n_classes", "fast", "aux"}
         assert configcheck.architecture_options()[name] == options
+        assert (name in configcheck.aux_architectures()) == ("aux" in parameters)
+    assert configcheck.aux_architectures() == {"transformer"}
+    assert configcheck.onnx_only_architectures() == set(models.ONNX_ONLY) == {"transformer"}
     assert configcheck.missing_inputs(["log_pt", "log1p_sv_sig", "pt2"], jets) == ["pt2"]
 
 
