@@ -56,7 +56,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     train.run(pre, out / "model.keras", out / "history.csv", out / "training.json",
               train.Settings(architecture="transformer", epochs=2, batch_size=64,
                              learning_rate=0.003, seed=1, options=OPTIONS, aux_tasks=AUX,
-                             mixed_precision=True), threads=2)
+                             mixed_precision=True))
     return {"root": root, "sample": sample, "pre": pre, "train": out}
 
 
