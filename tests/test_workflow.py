@@ -409,7 +409,7 @@ def test_report_gathers_every_plot_with_captions(tiny: Path, tmp_path: Path) -> 
     html = report.read_text()
     figures = ("roc", "discriminant", "performance_vs_pt", "performance_vs_eta", "fc_scan",
                "confusion", "training")
-    for model in ("tutorial", "dl1", "dips"):
+    for model in ("tutorial", "dl1", "dips", "transformer"):
         for name in figures:
             assert f'"results/evaluate/{model}/ttbar/{name}.png": {{"name"' in html, (model, name)
         assert f"2. evaluate {model}" in html
@@ -420,7 +420,7 @@ def test_report_gathers_every_plot_with_captions(tiny: Path, tmp_path: Path) -> 
     assert "1. inspect" in html and "3. compare" in html
     # self-contained: the figures are inside (base64), nothing is fetched when it is opened
     assert len(re.findall(r'"data_uri": "data:image/png;[^"]*base64,iVBOR', html)) == \
-        3 * len(figures) + 5 + 1  # + inspect's 5 + compare's rejection plot
+        4 * len(figures) + 5 + 1  # + inspect's 5 + compare's rejection plot
     assert not re.search(r"<(?:script|link|img)[^>]*(?:src|href)=[\"']https?://", html)
     assert planned_jobs(tiny, *TINY) == {}  # building the report runs nothing
 
